@@ -1,0 +1,1 @@
+"""Mail in and out: fetching, parsing, loop guarding, composing and sending."""
