@@ -1,0 +1,348 @@
+"""The ``feedbackd`` command: parses arguments and calls the services; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlmodel import col, select
+
+from feedbackd import __version__
+from feedbackd import config as config_mod
+from feedbackd.config import ConfigError, Settings
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="feedbackd",
+        description="An email-driven helpdesk daemon for public feedback (市民反馈).",
+    )
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"the TOML configuration (default: ${config_mod.ENV_CONFIG})")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"feedbackd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run the daemon (stops cleanly on SIGTERM)")
+    run.add_argument("--once", action="store_true",
+                     help="fetch and process everything waiting, send the outbox, exit")
+    run.set_defaults(func=cmd_run)
+
+    cases = sub.add_parser("cases", help="list and show cases").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    listing = cases.add_parser("list", help="list cases, newest first")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.add_argument("--status", help="only cases with this status")
+    listing.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
+    listing.set_defaults(func=cmd_cases_list)
+    show = cases.add_parser("show", help="show one case with its messages and routing")
+    show.add_argument("id", metavar="ID", help="the case number, e.g. FB-000123")
+    show.add_argument("--json", action="store_true", help="print a JSON object")
+    show.set_defaults(func=cmd_cases_show)
+
+    quarantine = sub.add_parser("quarantine", help="messages that could not be handled").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    qlist = quarantine.add_parser("list", help="list quarantined messages")
+    qlist.add_argument("--json", action="store_true")
+    qlist.add_argument("--all", action="store_true", help="include resolved entries")
+    qlist.set_defaults(func=cmd_quarantine_list)
+    qreplay = quarantine.add_parser("replay", help="run a quarantined message through the pipeline again")
+    qreplay.add_argument("id", type=int, metavar="ID")
+    qreplay.set_defaults(func=cmd_quarantine_replay)
+
+    outbox = sub.add_parser("outbox", help="outgoing mail waiting or failed").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    olist = outbox.add_parser("list", help="list mail waiting to be sent or failed")
+    olist.add_argument("--json", action="store_true")
+    olist.add_argument("--all", action="store_true", help="include mail already sent")
+    olist.set_defaults(func=cmd_outbox_list)
+
+    rules = sub.add_parser("rules", help="check, publish and try the routing rules").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    check = rules.add_parser("check", help="validate the rule files (file:line:column: message)")
+    check.add_argument("dir", nargs="?", type=Path, help="rules directory (default: from the config)")
+    check.set_defaults(func=cmd_rules_check)
+    schema = rules.add_parser("schema", help="print the JSON Schema of the rule files")
+    schema.set_defaults(func=cmd_rules_schema)
+    test = rules.add_parser("test", help="dry run: route a saved message, touching nothing")
+    test.add_argument("message", type=Path, metavar="MESSAGE.eml")
+    test.add_argument("--rules", type=Path, help="rules directory (default: from the config)")
+    test.add_argument("--json", action="store_true")
+    test.set_defaults(func=cmd_rules_test)
+
+    demo = sub.add_parser("demo", help="run on a local demo mail stack with sample mail (needs dovecot)")
+    demo.add_argument("--keep", action="store_true", help="keep the demo directory afterwards")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _logging(args.verbose)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"feedbackd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return config_mod.load(args.config)
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from feedbackd.store.db import connect
+
+    return connect(settings.database.url)
+
+
+def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
+    json.dump(data, out, ensure_ascii=False, indent=2)
+    out.write("\n")
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from feedbackd.mail.source import CONNECTION_ERRORS, SourceError
+    from feedbackd.routing import RulesError
+    from feedbackd.service import Daemon
+
+    settings = _settings(args)
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    try:
+        daemon = Daemon(settings)
+    except RulesError as exc:
+        print(f"feedbackd: the rules in {settings.paths.rules} are invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if not args.once:
+        daemon.run()
+        return 0
+    try:
+        intake, sent = daemon.run_once()
+    except (SourceError, *CONNECTION_ERRORS) as exc:
+        print(f"feedbackd: cannot read mail from {settings.imap.host}:{settings.imap.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    actions = ", ".join(f"{n} {a}" for a, n in sorted(intake.actions.items())) or "nothing new"
+    print(f"processed {intake.processed} message(s): {actions}; sent {sent.sent}, "
+          f"retrying {sent.retrying}, failed {sent.failed}")
+    return 0
+
+
+# -- cases ----------------------------------------------------------------------------------------
+
+
+def cmd_cases_list(args: argparse.Namespace) -> int:
+    from feedbackd.store.db import session
+    from feedbackd.store.models import Case
+    from feedbackd.views import case_summary
+
+    engine = _engine(_settings(args))
+    with session(engine) as db:
+        query = select(Case).order_by(col(Case.id).desc())
+        if args.status:
+            query = query.where(Case.status == args.status)
+        if args.limit:
+            query = query.limit(args.limit)
+        rows = [case_summary(case) for case in db.exec(query)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no cases")
+    for row in rows:
+        print(f"{row['id']}  {row['status']:<8} {row['priority']:<7} {row['department'] or '-':<14} "
+              f"{row['message_count']:>3}  {row['subject']}")
+    return 0
+
+
+def cmd_cases_show(args: argparse.Namespace) -> int:
+    from feedbackd.cases import CaseNumbers
+    from feedbackd.store.db import session
+    from feedbackd.store.models import Case
+    from feedbackd.views import case_detail
+
+    settings = _settings(args)
+    number = CaseNumbers(settings.cases).parse(args.id)
+    engine = _engine(settings)
+    with session(engine) as db:
+        case = db.exec(select(Case).where(Case.number == number)).first() if number else None
+        if case is None:
+            print(f"feedbackd: no case {args.id}", file=sys.stderr)
+            return 1
+        detail = case_detail(db, case)
+    if args.json:
+        _print_json(detail)
+        return 0
+    _print_case(detail)
+    return 0
+
+
+def _print_case(d: dict[str, Any]) -> None:
+    from feedbackd.routing.decision import explain
+
+    print(f"{d['id']}  {d['subject']}")
+    print(f"  status {d['status']}, kind {d['kind']}, priority {d['priority']}, "
+          f"department {d['department'] or '-'}, assignee {d['assignee'] or '-'}")
+    print(f"  requester {d['requester_name']} <{d['requester']}>, tags {', '.join(d['tags']) or '-'}")
+    print(f"  created {d['created_at']}, updated {d['updated_at']}, "
+          f"first response due {d['first_response_due'] or '-'}, resolution due {d['resolution_due'] or '-'}")
+    if d["routing"]:
+        print("routing:")
+        for line in explain(d["routing"]):
+            print(f"  {line}")
+    for m in d["messages"]:
+        arrow = "←" if m["direction"] == "in" else "→"
+        print(f"\n{arrow} {m['date']}  {m['from']} → {', '.join(m['to'])}  [{m['kind']}]")
+        print(f"  Subject: {m['subject']}")
+        for a in m["attachments"]:
+            print(f"  Attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+        for line in m["text"].strip().splitlines()[:40]:
+            print(f"  | {line}")
+    if d["events"]:
+        print("\nhistory:")
+        for e in d["events"]:
+            detail = json.dumps(e["detail"], ensure_ascii=False) if e["detail"] else ""
+            print(f"  {e['at']}  {e['kind']}  {detail[:200]}")
+
+
+# -- quarantine and outbox ------------------------------------------------------------------------
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    from feedbackd.store.db import session
+    from feedbackd.store.models import QuarantineItem
+    from feedbackd.views import quarantine_view
+
+    engine = _engine(_settings(args))
+    with session(engine) as db:
+        query = select(QuarantineItem).order_by(col(QuarantineItem.id))
+        if not args.all:
+            query = query.where(col(QuarantineItem.resolved).is_(False))
+        rows = [quarantine_view(q) for q in db.exec(query)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("quarantine is empty")
+    for r in rows:
+        print(f"#{r['id']}  {r['received_at']}  uid {r['uid']}  {r['stage']}: {r['reason']}")
+        print(f"      from {r['from'] or '?'}  subject {r['subject'] or '?'}  ({r['size']} bytes, "
+              f"raw {r['raw_sha256'][:12]})")
+    return 0
+
+
+def cmd_quarantine_replay(args: argparse.Namespace) -> int:
+    from feedbackd.pipeline import Pipeline
+    from feedbackd.routing import RulesWatcher
+    from feedbackd.store.db import session
+    from feedbackd.store.files import FileStore
+    from feedbackd.store.models import QuarantineItem
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    files = FileStore(settings.paths.data)
+    with session(engine) as db:
+        item = db.get(QuarantineItem, args.id)
+        if item is None:
+            print(f"feedbackd: no quarantine entry #{args.id}", file=sys.stderr)
+            return 1
+        raw = files.get_raw(item.raw_sha256)
+    watcher = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
+    outcome = Pipeline(settings, engine, watcher.current, files=files).process(raw)
+    if outcome.action == "quarantined":
+        print(f"still failing: {outcome.detail}")
+        return 1
+    with session(engine) as db:
+        stored = db.get(QuarantineItem, args.id)
+        if stored is not None:
+            stored.resolved = True
+            db.add(stored)
+            db.commit()
+    print(f"#{args.id}: {outcome.action} {outcome.case_number or ''}".rstrip())
+    return 0
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from feedbackd.outbox import Outbox
+    from feedbackd.store.db import session
+    from feedbackd.store.models import Case
+    from feedbackd.views import outbox_view
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    items = Outbox(engine, settings.smtp, settings.outbox).listing(include_sent=args.all)
+    with session(engine) as db:
+        numbers = {c.id: c.number for c in db.exec(select(Case).where(
+            col(Case.id).in_({i.case_id for i in items if i.case_id})))} if items else {}
+    rows = [outbox_view(i, numbers.get(i.case_id)) for i in items]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("outbox is empty")
+    for r in rows:
+        print(f"#{r['id']}  {r['status']:<8} {r['case'] or '-'}  {r['purpose']}  attempts {r['attempts']}  "
+              f"next {r['next_attempt_at']}  {r['last_error']}")
+    return 0
+
+
+# -- rules ----------------------------------------------------------------------------------------
+
+
+def _rules_dir(args: argparse.Namespace, given: Path | None) -> Path:
+    if given is not None:
+        return given
+    try:
+        return _settings(args).paths.rules
+    except ConfigError:
+        if args.config:
+            raise
+        return Path("rules")
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from feedbackd.routing import commands
+
+    return commands.check(_rules_dir(args, args.dir), sys.stdout)
+
+
+def cmd_rules_schema(args: argparse.Namespace) -> int:
+    from feedbackd.routing import commands
+
+    return commands.print_schema(sys.stdout)
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from feedbackd.routing import commands
+
+    return commands.dry_run(args.message, _rules_dir(args, args.rules), sys.stdout, as_json=args.json)
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from feedbackd.demo import run_demo
+
+    return run_demo(keep=args.keep)

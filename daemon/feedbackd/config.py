@@ -1,0 +1,224 @@
+"""Typed settings, read once from one TOML file and validated before anything starts.
+
+The file comes from ``--config FILE`` or ``$FEEDBACKD_CONFIG``; secrets may instead come from
+``$FEEDBACKD_IMAP_PASSWORD`` / ``$FEEDBACKD_SMTP_PASSWORD``.  Relative paths are taken relative to
+the configuration file, so a config can sit beside its data.  Settings are passed explicitly to
+the parts that need them: there is no global configuration object.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+ENV_CONFIG = "FEEDBACKD_CONFIG"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|k|mb|m|gb|g)?\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZES = {"b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90s"``, ``"5m"``, ``"4h"``, ``"3d"``, ``"1w"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration like '30s', '5m', '4h' or '3d': {value!r}")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+
+
+def parse_size(value: Any) -> int:
+    """``"10MB"``, ``"512k"`` or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size like '10MB' or '512KB': {value!r}")
+    return int(float(match[1]) * _SIZES[(match[2] or "b").lower()])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Security = Literal["none", "starttls", "ssl"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MailboxSettings(Section):
+    address: str
+    name: str = "Feedback"
+    language: Literal["zh-CN", "en"] = "zh-CN"
+    aliases: list[str] = Field(default_factory=list)  # other addresses delivered to this mailbox
+
+    @field_validator("address", "aliases")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [_check_address(v) for v in value]
+        return _check_address(value)
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        return frozenset([self.address, *self.aliases])
+
+
+def _check_address(value: str) -> str:
+    value = value.strip().lower()
+    if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", value):
+        raise ValueError(f"not an e-mail address: {value!r}")
+    return value
+
+
+class ImapSettings(Section):
+    host: str
+    port: int = Field(143, ge=1, le=65535)
+    security: Security = "starttls"
+    username: str
+    password: str = ""
+    folder: str = "INBOX"
+    idle: bool = True  # use IMAP IDLE where the server supports it
+    poll_interval: Duration = timedelta(seconds=60)  # when IDLE is off or unsupported
+    idle_timeout: Duration = timedelta(minutes=5)  # re-issue IDLE this often (and check the link)
+    batch_size: int = Field(200, ge=1, le=5000)  # messages per UID FETCH
+    timeout: Duration = timedelta(seconds=30)  # socket timeout
+    processed_flag: str = "$FeedbackdProcessed"  # keyword set on the server after commit ("" = none)
+
+
+class SmtpSettings(Section):
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    security: Security = "starttls"
+    username: str = ""
+    password: str = ""
+    timeout: Duration = timedelta(seconds=30)
+    connections: int = Field(2, ge=1, le=16)  # parallel SMTP sessions for the outbox
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite:///feedbackd.db"
+
+
+class PathSettings(Section):
+    rules: Path = Path("rules")
+    templates: Path = Path("templates")
+    data: Path = Path("data")
+
+
+class CaseSettings(Section):
+    prefix: str = Field("FB", pattern=r"^[A-Z][A-Z0-9]{0,9}$")  # the subject token is [FB-000123]
+    digits: int = Field(6, ge=3, le=12)
+
+
+class IntakeSettings(Section):
+    attachment_max_size: Size = 10 * 1024 * 1024  # larger attachments are recorded, not stored
+    message_max_size: Size = 50 * 1024 * 1024  # larger messages are quarantined unparsed
+
+
+class AcknowledgementSettings(Section):
+    enabled: bool = True
+    rate_limit: int = Field(5, ge=0)  # acknowledgements to one sender per rate_window (0 = no limit)
+    rate_window: Duration = timedelta(hours=1)
+
+
+class OutboxSettings(Section):
+    retry_initial: Duration = timedelta(seconds=30)  # first retry delay, doubled each time
+    retry_max: Duration = timedelta(minutes=30)  # longest delay between two attempts
+    give_up_after: Duration = timedelta(days=3)  # temporary failures become permanent after this
+
+
+class Settings(Section):
+    mailbox: MailboxSettings
+    imap: ImapSettings
+    smtp: SmtpSettings
+    database: DatabaseSettings = DatabaseSettings()
+    paths: PathSettings = PathSettings()
+    cases: CaseSettings = CaseSettings()
+    intake: IntakeSettings = IntakeSettings()
+    acknowledgement: AcknowledgementSettings = AcknowledgementSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    source: Path | None = None  # the file these settings were read from
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as the one line an admin should read."""
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    value = explicit or os.environ.get(ENV_CONFIG)
+    if not value:
+        raise ConfigError(f"no configuration file: pass --config FILE or set {ENV_CONFIG}")
+    return Path(value)
+
+
+def load(explicit: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, merge environment secrets, validate; raise ConfigError with one clear line."""
+    path = config_path(explicit)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: dict[str, Any], path: Path) -> Settings:
+    data = _with_env_secrets(data)
+    try:
+        settings = Settings.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    return _resolve_paths(settings, path.parent)
+
+
+def _with_env_secrets(data: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(data)
+    for section in ("imap", "smtp"):
+        secret = os.environ.get(f"FEEDBACKD_{section.upper()}_PASSWORD")
+        if secret is not None and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], "password": secret}
+    return merged
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    """The first problem as one line: which key, which file, what is wrong (and how many more)."""
+    errors = exc.errors()
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"])
+    kind = first["type"]
+    if kind == "missing":
+        what = f"missing required setting '{key}'"
+    elif kind == "extra_forbidden":
+        what = f"unknown setting '{key}'"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        what = f"bad value for '{key}': {message}"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{path}: {what}{more}"
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    paths = PathSettings(rules=absolute(settings.paths.rules),
+                         templates=absolute(settings.paths.templates),
+                         data=absolute(settings.paths.data))
+    url = settings.database.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        url = "sqlite:///" + str(absolute(Path(url.removeprefix("sqlite:///"))))
+    return settings.model_copy(update={"paths": paths, "database": DatabaseSettings(url=url)})

@@ -1,0 +1,147 @@
+"""The IMAP mail source: new messages above a UID cursor, in batches, and waiting for more.
+
+UIDs, never sequence numbers; BODY.PEEK so fetching sets no flag; nothing is deleted or moved,
+so a crash can never lose mail.  The cursor is owned by the caller (it commits with each case);
+the source only reports the folder's UIDVALIDITY so the caller can tell when UIDs were reset.
+IDLE is used as a hint with short cycles (a dead connection makes ``idle_check`` return at once
+forever, so an instant empty answer ends the cycle and ``idle_done`` then raises).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from feedbackd.config import ImapSettings
+
+log = logging.getLogger(__name__)
+
+# What a broken or dropped connection raises (imapclient 4.1 lets all three through).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, IMAPClientError, imaplib.IMAP4.error)
+
+
+class SourceError(Exception):
+    """The server refused us in a way retrying will not fix soon (login, missing folder)."""
+
+
+@dataclass(frozen=True)
+class FolderState:
+    key: str  # identifies this folder on this server for this user
+    uidvalidity: int
+    idle: bool  # the server offers IDLE
+
+
+class ImapSource:
+    def __init__(self, settings: ImapSettings) -> None:
+        self.settings = settings
+        self.client: IMAPClient | None = None
+        self.state: FolderState | None = None
+
+    @property
+    def key(self) -> str:
+        s = self.settings
+        return f"{s.username}@{s.host}:{s.port}/{s.folder}"
+
+    def connect(self) -> FolderState:
+        s = self.settings
+        context = ssl.create_default_context()
+        client = IMAPClient(s.host, port=s.port, ssl=s.security == "ssl", ssl_context=context,
+                            timeout=s.timeout.total_seconds())
+        try:
+            if s.security == "starttls":
+                client.starttls(context)  # raises if refused: never fall back to plain text
+            try:
+                client.login(s.username, s.password)
+            except IMAPClientError as exc:
+                raise SourceError(f"IMAP login as {s.username!r} on {s.host}:{s.port} failed: {exc}") from None
+            try:
+                info = client.select_folder(s.folder, readonly=not s.processed_flag)
+            except IMAPClientError as exc:
+                raise SourceError(f"IMAP folder {s.folder!r} cannot be opened: {exc}") from None
+            idle = s.idle and b"IDLE" in client.capabilities()
+        except BaseException:
+            _close(client)
+            raise
+        self.client = client
+        self.state = FolderState(self.key, int(info[b"UIDVALIDITY"]), idle)
+        log.info("connected to %s:%s folder %s (IDLE %s)", s.host, s.port, s.folder,
+                 "on" if idle else "off")
+        return self.state
+
+    def close(self) -> None:
+        if self.client is not None:
+            _close(self.client)
+            self.client = None
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        assert self.client is not None
+        # "UID n:*" always includes the highest UID, even below n: filter it out.
+        uids = self.client.search(["UID", f"{last_uid + 1}:*"])
+        return sorted(uid for uid in uids if uid > last_uid)
+
+    def fetch(self, uids: list[int]) -> Iterator[tuple[int, bytes]]:
+        """Raw bytes of these UIDs, in UID order, fetched ``batch_size`` at a time."""
+        assert self.client is not None
+        size = self.settings.batch_size
+        for start in range(0, len(uids), size):
+            batch = uids[start:start + size]
+            data = self.client.fetch(batch, ["BODY.PEEK[]"])
+            for uid in batch:
+                item = data.get(uid)
+                if item is None:
+                    continue  # expunged meanwhile
+                raw = item.get(b"BODY[]")
+                if raw is None:
+                    continue
+                yield uid, bytes(raw)
+            del data
+
+    def mark_processed(self, uids: list[int]) -> None:
+        """Set our keyword on processed messages, so a person browsing the mailbox can tell."""
+        if not uids or not self.settings.processed_flag or self.client is None:
+            return
+        try:
+            self.client.add_flags(uids, [self.settings.processed_flag.encode()], silent=True)
+        except IMAPClientError as exc:  # a server without keywords: not worth failing over
+            log.debug("cannot set %s: %s", self.settings.processed_flag, exc)
+
+    def wait(self, seconds: float, stop: Callable[[], bool]) -> None:
+        """Return when new mail may be there, after ``seconds``, or when ``stop()`` is true."""
+        assert self.client is not None and self.state is not None
+        deadline = time.monotonic() + seconds
+        if not self.state.idle:
+            while time.monotonic() < deadline and not stop():
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            self.client.noop()  # proves the link is alive (raises if not)
+            return
+        self.client.idle()
+        try:
+            while not stop():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                started = time.monotonic()
+                responses = self.client.idle_check(timeout=min(1.0, left))
+                if any(r[1] in (b"EXISTS", b"RECENT") for r in responses if len(r) > 1):
+                    break
+                if not responses and time.monotonic() - started < 0.05 and min(1.0, left) > 0.1:
+                    break  # returned at once with nothing: the connection is probably gone
+        finally:
+            self.client.idle_done()  # raises on a dead connection, which the caller handles
+
+
+def _close(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail in any way
+        try:
+            client.shutdown()
+        except Exception:  # noqa: BLE001
+            pass

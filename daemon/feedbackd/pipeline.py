@@ -1,0 +1,419 @@
+"""The ordered stages for one inbound message, in one direction, in one transaction.
+
+keep raw bytes → parse → deduplicate → loop guard → thread → route → record the case and its
+message → queue the acknowledgement in the outbox → advance the IMAP cursor → commit.
+
+Everything that changes the database for one message commits together, so a crash at any
+moment leaves either all of it or none of it; the raw bytes are on disk before the commit.
+A message no stage can handle is quarantined with the reason (and the cursor still advances),
+so one bad message never stops the mailbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from feedbackd.cases import CaseNumbers, Thread, find_thread
+from feedbackd.config import Settings
+from feedbackd.mail import guard
+from feedbackd.mail.compose import compose
+from feedbackd.mail.message import Address, ParsedMessage
+from feedbackd.mail.parse import parse_message
+from feedbackd.routing import Decision, RuleSet
+from feedbackd.store.db import session
+from feedbackd.store.files import FileStore
+from feedbackd.store.models import (
+    Case,
+    CaseEvent,
+    MailboxState,
+    MailMessage,
+    OutboxItem,
+    Participant,
+    QuarantineItem,
+    StoredAttachment,
+    utcnow,
+)
+from feedbackd.templates import TemplateError, Templates
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "FEEDBACKD_FAULT"  # test hook: "before-commit" or "after-commit" kills the process there
+EXCERPT_CHARS = 240
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Which mailbox cursor to advance with the message's transaction."""
+
+    key: str
+    uid: int
+
+
+@dataclass
+class Outcome:
+    action: str  # new-case, joined, recorded, duplicate, quarantined
+    case_number: str | None = None
+    detail: str = ""
+    queued: int = 0  # outgoing mails queued
+
+
+@dataclass
+class Stage:
+    """What the stages learned about one message so far (passed down, never up)."""
+
+    raw: bytes
+    digest: str
+    uid: int | None
+    msg: ParsedMessage
+    verdict: guard.Verdict
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, engine: Engine, rules: Callable[[], RuleSet],
+                 templates: Templates | None = None, files: FileStore | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.rules = rules
+        self.templates = templates or Templates(settings.paths.templates)
+        self.files = files or FileStore(settings.paths.data)
+        self.numbers = CaseNumbers(settings.cases)
+        self.own = settings.mailbox.own_addresses
+        self.fault = os.environ.get(FAULT_ENV, "")
+
+    # -- the entry point ---------------------------------------------------------------------------
+
+    def process(self, raw: bytes, cursor: Cursor | None = None) -> Outcome:
+        """Handle one message completely; never raises for a bad message."""
+        digest = self.files.put_raw(raw)
+        uid = cursor.uid if cursor else None
+        if len(raw) > self.settings.intake.message_max_size:
+            return self._quarantine(raw, digest, cursor, "size",
+                                    f"message of {len(raw)} bytes is over intake.message_max_size")
+        try:
+            msg = parse_message(raw, attachment_limit=self.settings.intake.attachment_max_size)
+        except Exception as exc:  # noqa: BLE001 - any parser failure is this message's problem only
+            return self._quarantine(raw, digest, cursor, "parse", f"{type(exc).__name__}: {exc}")
+        stage = Stage(raw, digest, uid, msg, guard.classify(msg))
+        try:
+            return self._store(stage, cursor)
+        except IntegrityError:
+            # Another daemon (or an earlier run) stored the same message first.
+            self._advance_only(cursor)
+            return Outcome("duplicate", detail="stored concurrently")
+        except Exception as exc:  # noqa: BLE001 - isolate the failure to this message
+            log.exception("message uid=%s could not be stored; quarantined", uid)
+            return self._quarantine(raw, digest, cursor, "store", f"{type(exc).__name__}: {exc}")
+
+    # -- stages -----------------------------------------------------------------------------------
+
+    def _store(self, stage: Stage, cursor: Cursor | None) -> Outcome:
+        msg = stage.msg
+        attachments = [(a, self.files.put_attachment(a.data) if not a.truncated else None)
+                       for a in msg.attachments]
+        with session(self.engine) as db:
+            key = dedupe_key(msg, stage.digest)
+            if db.exec(select(MailMessage.id).where(MailMessage.dedupe_key == key)).first() is not None:
+                self._advance(db, cursor)
+                db.commit()
+                return Outcome("duplicate", detail=key[:80])
+            quoted = guard.quoted_message_ids(stage.raw) if stage.verdict.kind != "mail" else None
+            thread = find_thread(db, msg, self.numbers, quoted)
+            if thread.note:
+                stage.events.append(("threading", {"note": thread.note}))
+            if stage.verdict.kind in ("auto-reply", "bounce"):
+                outcome = self._record_automatic(db, stage, thread)
+            elif thread.case is None:
+                outcome = self._open_case(db, stage)
+            else:
+                outcome = self._join_case(db, stage, thread)
+            case_id = self._case_id(db, outcome)
+            row = self._message_row(stage, key, case_id)
+            db.add(row)
+            db.flush()
+            for attachment, sha in attachments:
+                db.add(StoredAttachment(message_id=row.id or 0, filename=attachment.filename,
+                                        content_type=attachment.content_type,
+                                        size=attachment.size or len(attachment.data),
+                                        sha256=sha, truncated=attachment.truncated))
+            if case_id is not None:
+                for kind, detail in stage.events:
+                    db.add(CaseEvent(case_id=case_id, kind=kind, detail=detail))
+            self._advance(db, cursor)
+            self._maybe_fault("before-commit")
+            db.commit()
+        self._maybe_fault("after-commit")
+        log.info("uid=%s %s %s%s", stage.uid, outcome.action, outcome.case_number or "-",
+                 f" ({outcome.detail})" if outcome.detail else "")
+        return outcome
+
+    def _open_case(self, db: Session, stage: Stage) -> Outcome:
+        msg = stage.msg
+        ruleset = self.rules()
+        decision = ruleset.evaluate(msg)
+        now = utcnow()
+        sender = msg.sender
+        case = Case(
+            status="new",
+            kind=decision.kind,
+            subject=msg.subject[:500],
+            requester=sender.addr if sender else "",
+            requester_name=sender.name[:200] if sender else "",
+            language=self._language(msg),
+            priority=decision.priority,
+            department=decision.department,
+            assignee=decision.assignee,
+            tags=list(decision.tags),
+            routing=decision.to_dict(),
+            first_response_due=now + decision.first_response_due if decision.first_response_due else None,
+            resolution_due=now + decision.resolution_due if decision.resolution_due else None,
+            message_count=1,
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(case)
+        db.flush()
+        case.number = self.numbers.format(case.id or 0)
+        if sender:
+            db.add(Participant(case_id=case.id or 0, address=sender.addr, role="requester"))
+        stage.events.append(("opened", {"verdict": stage.verdict.kind}))
+        stage.events.append(("routed", decision.to_dict()))
+        queued = self._acknowledge(db, stage, case, decision, ruleset)
+        return Outcome("new-case", case.number, queued=queued)
+
+    def _join_case(self, db: Session, stage: Stage, thread: Thread) -> Outcome:
+        case = thread.case
+        assert case is not None
+        case.message_count += 1
+        case.updated_at = utcnow()
+        if case.status in ("resolved", "closed", "waiting"):
+            stage.events.append(("reopened", {"from": case.status}))
+            case.status = "open"
+        raised = self.rules().evaluate_followup(stage.msg, case.priority)
+        if raised is not None and raised.priority != case.priority:
+            stage.events.append(("priority-raised", {"from": case.priority, "to": raised.priority,
+                                                     "rules": raised.to_dict().get("hits", [])}))
+            case.priority = raised.priority
+        stage.events.append(("message", {"threaded_by": thread.how}))
+        db.add(case)
+        return Outcome("joined", case.number, detail=f"by {thread.how}")
+
+    def _record_automatic(self, db: Session, stage: Stage, thread: Thread) -> Outcome:
+        """Bounces and auto-replies: noted on the case they answer, never a new case."""
+        case = thread.case
+        reason = stage.verdict.reason or stage.verdict.kind
+        if case is None:
+            return Outcome("recorded", None, detail=f"{stage.verdict.kind} answering no known case ({reason})")
+        case.message_count += 1
+        case.updated_at = utcnow()
+        db.add(case)
+        stage.events.append((stage.verdict.kind, {"reason": reason, "threaded_by": thread.how}))
+        return Outcome("recorded", case.number, detail=f"{stage.verdict.kind} ({reason})")
+
+    def _acknowledge(self, db: Session, stage: Stage, case: Case, decision: Decision,
+                     ruleset: RuleSet) -> int:
+        msg = stage.msg
+        refusal = guard.reply_refusal(msg, stage.verdict, self.own)
+        if refusal is None and not self.settings.acknowledgement.enabled:
+            refusal = "acknowledgements are switched off"
+        if refusal is None and decision.suppress_ack:
+            refusal = "a rule suppresses the acknowledgement"
+        if refusal is None and self._rate_limited(db, case.requester):
+            refusal = (f"rate limit: {self.settings.acknowledgement.rate_limit} acknowledgements per "
+                       f"{self.settings.acknowledgement.rate_window} to this sender")
+        if refusal is not None:
+            stage.events.append(("no-acknowledgement", {"reason": refusal}))
+            return 0
+        context = self._ack_context(msg, case, decision, ruleset)
+        try:
+            rendered = self.templates.render(decision.template, case.language, context)
+        except TemplateError as exc:
+            log.error("acknowledgement for %s not sent: %s", case.number, exc)
+            stage.events.append(("no-acknowledgement", {"reason": str(exc)}))
+            return 0
+        if case.number and self.numbers.token(case.number) not in rendered.subject:
+            rendered = type(rendered)(f"{self.numbers.token(case.number)} {rendered.subject}",
+                                      rendered.text, rendered.html)
+        assert msg.sender is not None
+        outgoing = compose(
+            rendered,
+            sender=Address(self.settings.mailbox.name, self.settings.mailbox.address),
+            recipient=msg.sender,
+            in_reply_to=msg.message_id,
+            references=[*msg.references, msg.message_id] if msg.message_id else msg.references,
+            automatic=True,
+            case_number=case.number,
+        )
+        db.add(MailMessage(case_id=case.id, direction="out", kind="acknowledgement",
+                           message_id=outgoing.message_id, dedupe_key=f"out:{outgoing.message_id}",
+                           in_reply_to=msg.message_id, from_addr=self.settings.mailbox.address,
+                           from_name=self.settings.mailbox.name, to_addrs=[outgoing.recipient],
+                           subject=rendered.subject, date=utcnow(), text=rendered.text))
+        db.add(OutboxItem(case_id=case.id, purpose="acknowledgement", message_id=outgoing.message_id,
+                          mail_from=outgoing.mail_from, recipient=outgoing.recipient, raw=outgoing.raw))
+        stage.events.append(("acknowledgement-queued", {"template": decision.template,
+                                                        "language": case.language}))
+        return 1
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _ack_context(self, msg: ParsedMessage, case: Case, decision: Decision,
+                     ruleset: RuleSet) -> dict[str, Any]:
+        department = ruleset.department(decision.department) if decision.department else None
+        return {
+            "case": {
+                "number": case.number,
+                "token": self.numbers.token(case.number or ""),
+                "subject": case.subject,
+                "kind": case.kind,
+                "priority": case.priority,
+                "department": case.department,
+                "department_name": department.name if department else None,
+                "first_response_due": _local(case.first_response_due),
+                "resolution_due": _local(case.resolution_due),
+            },
+            "requester_name": msg.sender.name if msg.sender else "",
+            "mailbox": {"name": self.settings.mailbox.name, "address": self.settings.mailbox.address},
+            "received": {
+                "subject": msg.subject,
+                "date": _local(msg.date or utcnow()),
+                "excerpt": excerpt(msg.text),
+                "attachments": [a.filename for a in msg.attachments],
+            },
+            "retention_days": None,
+        }
+
+    def _language(self, msg: ParsedMessage) -> str:
+        if msg.language == "en":
+            return "en"
+        if msg.language == "zh":
+            return "zh-CN"
+        return self.settings.mailbox.language
+
+    def _rate_limited(self, db: Session, address: str) -> bool:
+        limit = self.settings.acknowledgement.rate_limit
+        if limit <= 0:
+            return False
+        since = utcnow() - self.settings.acknowledgement.rate_window
+        count = db.exec(
+            select(func.count()).select_from(OutboxItem)
+            .where(OutboxItem.purpose == "acknowledgement", OutboxItem.recipient == address)
+            .where(col(OutboxItem.created_at) >= since)
+        ).one()
+        return int(count) >= limit
+
+    def _message_row(self, stage: Stage, key: str, case_id: int | None) -> MailMessage:
+        msg = stage.msg
+        return MailMessage(
+            case_id=case_id,
+            direction="in",
+            kind="mail" if stage.verdict.kind in ("mail", "bulk") else stage.verdict.kind,
+            message_id=msg.message_id,
+            dedupe_key=key,
+            in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
+            references=msg.references[-50:],
+            from_addr=msg.sender.addr if msg.sender else "",
+            from_name=msg.sender.name[:200] if msg.sender else "",
+            to_addrs=[a.addr for a in msg.to][:100],
+            cc_addrs=[a.addr for a in msg.cc][:100],
+            subject=msg.subject[:1000],
+            date=_utc(msg.date),
+            text=msg.text,
+            raw_sha256=stage.digest,
+            mailbox_uid=stage.uid,
+            defects=msg.defects[:50],
+        )
+
+    def _case_id(self, db: Session, outcome: Outcome) -> int | None:
+        if outcome.case_number is None:
+            return None
+        return db.exec(select(Case.id).where(Case.number == outcome.case_number)).first()
+
+    def _advance(self, db: Session, cursor: Cursor | None) -> None:
+        if cursor is None:
+            return
+        db.execute(update(MailboxState).where(col(MailboxState.key) == cursor.key)
+                   .where(col(MailboxState.last_uid) < cursor.uid)
+                   .values(last_uid=cursor.uid, updated_at=utcnow()))
+
+    def _advance_only(self, cursor: Cursor | None) -> None:
+        with session(self.engine) as db:
+            self._advance(db, cursor)
+            db.commit()
+
+    def _quarantine(self, raw: bytes, digest: str, cursor: Cursor | None, stage: str,
+                    reason: str) -> Outcome:
+        with session(self.engine) as db:
+            item = QuarantineItem(mailbox_uid=cursor.uid if cursor else None, raw_sha256=digest,
+                                  size=len(raw), stage=stage, reason=reason[:1000],
+                                  subject=_peek_header(raw, b"subject")[:300],
+                                  sender=_peek_header(raw, b"from")[:300])
+            db.add(item)
+            self._advance(db, cursor)
+            db.commit()
+            log.warning("uid=%s quarantined as #%s at stage %s: %s", item.mailbox_uid, item.id, stage,
+                        reason[:200])
+        return Outcome("quarantined", detail=f"{stage}: {reason}")
+
+    def _maybe_fault(self, point: str) -> None:
+        if self.fault == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dedupe_key(msg: ParsedMessage, digest: str) -> str:
+    """The same message fetched twice gets the same key.
+
+    With a Message-ID the key is that ID plus the Date header, so a re-delivered copy (other
+    Received lines, same message) is a duplicate while a broken mailer that reuses one ID for
+    different mails does not lose them; without a Message-ID it is the hash of the raw bytes.
+    """
+    if msg.message_id:
+        stamp = hashlib.sha256(f"{msg.message_id}\0{msg.header('Date') or ''}".encode(
+            "utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"in:{stamp}"
+    return f"raw:{digest}"
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _local(value: datetime | None) -> str | None:
+    """UTC → the machine's local time, as people read it in a mail."""
+    if value is None:
+        return None
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+_HEADER_PEEK = re.compile(rb"^(subject|from):[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def _peek_header(raw: bytes, name: bytes) -> str:
+    """A header read straight from raw bytes, for listing a message the parser could not read."""
+    head = raw[:65536].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    for match in _HEADER_PEEK.finditer(head):
+        if match[1].lower() == name:
+            return " ".join(match[2].decode("utf-8", "replace").split())
+    return ""
+

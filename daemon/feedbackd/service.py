@@ -1,0 +1,160 @@
+"""The composition root: wires source, pipeline, rules and outbox, and runs the loops.
+
+``Daemon.run_once`` drains the mailbox and the outbox and returns (``feedbackd run --once``);
+``Daemon.run`` keeps going until SIGTERM/SIGINT: intake in the main thread (IDLE or polling,
+reconnecting with backoff when the server drops us), sending in an outbox thread, so an SMTP
+outage never holds up intake and an IMAP outage never holds up sending.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from types import FrameType
+
+from sqlalchemy.engine import Engine
+
+from feedbackd.config import Settings
+from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
+from feedbackd.outbox import FlushReport, Outbox
+from feedbackd.pipeline import Cursor, Pipeline
+from feedbackd.routing import RulesWatcher
+from feedbackd.store import db
+from feedbackd.store.models import MailboxState, utcnow
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MAX = 300.0
+
+
+@dataclass
+class IntakeReport:
+    processed: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or db.connect(settings.database.url)
+        self.rules = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
+        self.pipeline = Pipeline(settings, self.engine, self.rules.current)
+        self.outbox = Outbox(self.engine, settings.smtp, settings.outbox)
+        self.source = ImapSource(settings.imap)
+        self.stopping = threading.Event()
+        self.outbox_wake = threading.Event()
+
+    # -- intake -----------------------------------------------------------------------------------
+
+    def _cursor(self) -> int:
+        """The last processed UID, after checking UIDVALIDITY (a reset starts again from 0)."""
+        state = self.source.state
+        assert state is not None
+        with db.session(self.engine) as s:
+            row = s.get(MailboxState, state.key)
+            if row is None:
+                row = MailboxState(key=state.key, uidvalidity=state.uidvalidity, last_uid=0)
+            elif row.uidvalidity != state.uidvalidity:
+                log.warning("UIDVALIDITY of %s changed (%s → %s): reading the folder again; "
+                            "messages seen before are recognised and skipped",
+                            state.key, row.uidvalidity, state.uidvalidity)
+                row.uidvalidity, row.last_uid, row.updated_at = state.uidvalidity, 0, utcnow()
+            else:
+                return row.last_uid
+            s.add(row)
+            s.commit()
+            return row.last_uid
+
+    def intake(self) -> IntakeReport:
+        """Process every message above the cursor; each commits on its own."""
+        report = IntakeReport()
+        last_uid = self._cursor()
+        uids = self.source.uids_after(last_uid)
+        if uids:
+            log.info("%d new message(s) in %s", len(uids), self.settings.imap.folder)
+        done: list[int] = []
+        for uid, raw in self.source.fetch(uids):
+            if self.stopping.is_set():
+                break
+            outcome = self.pipeline.process(raw, Cursor(self.source.key, uid))
+            report.processed += 1
+            report.actions[outcome.action] = report.actions.get(outcome.action, 0) + 1
+            done.append(uid)
+            if outcome.queued:
+                self.outbox_wake.set()
+            if len(done) >= self.settings.imap.batch_size:
+                self.source.mark_processed(done)
+                done = []
+        self.source.mark_processed(done)
+        return report
+
+    # -- one pass ---------------------------------------------------------------------------------
+
+    def run_once(self) -> tuple[IntakeReport, FlushReport]:
+        self.source.connect()
+        try:
+            report = self.intake()
+        finally:
+            self.source.close()
+        return report, self.outbox.flush()
+
+    # -- the daemon -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._install_signals()
+        sender = threading.Thread(target=self._outbox_loop, name="outbox", daemon=True)
+        sender.start()
+        backoff = 1.0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    state = self.source.connect()
+                    backoff = 1.0
+                    while not self.stopping.is_set():
+                        self.intake()
+                        wait = (self.settings.imap.idle_timeout if state.idle
+                                else self.settings.imap.poll_interval).total_seconds()
+                        self.source.wait(wait, self.stopping.is_set)
+                except SourceError as exc:
+                    log.error("%s; retrying in %.0f s", exc, max(backoff, 30.0))
+                    self._sleep(max(backoff, 30.0))
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                except CONNECTION_ERRORS as exc:
+                    log.warning("IMAP connection lost (%s: %s); reconnecting in %.0f s",
+                                type(exc).__name__, exc, backoff)
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                finally:
+                    self.source.close()
+        finally:
+            self.stopping.set()
+            self.outbox_wake.set()
+            sender.join(timeout=self.settings.smtp.timeout.total_seconds() + 5)
+            log.info("stopped")
+
+    def _outbox_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.outbox.flush()
+                due = self.outbox.next_due()
+            except Exception:  # noqa: BLE001 - the sender thread must outlive any one failure
+                log.exception("outbox flush failed; trying again in 30 s")
+                due = 30.0
+            self.outbox_wake.wait(timeout=min(due if due is not None else 60.0, 60.0) or 0.5)
+            self.outbox_wake.clear()
+
+    def _sleep(self, seconds: float) -> None:
+        self.stopping.wait(seconds)
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: finishing the current message and stopping",
+                     signal.Signals(signum).name)
+            self.stopping.set()
+            self.outbox_wake.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+

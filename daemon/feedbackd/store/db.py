@@ -1,0 +1,35 @@
+"""The database connection: SQLite by default (WAL), PostgreSQL by URL; tables made on first use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+from feedbackd.store import models  # noqa: F401  (registers the tables)
+
+
+def connect(url: str, *, create: bool = True) -> Engine:
+    """An engine for ``url``; on SQLite with WAL, a busy timeout and foreign keys on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    if create:
+        SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash of the process loses nothing
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def session(engine: Engine) -> Session:
+    return Session(engine, expire_on_commit=False)

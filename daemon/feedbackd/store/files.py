@@ -1,0 +1,44 @@
+"""Raw messages and attachments on disk, named by their SHA-256 so writing twice is harmless.
+
+A file is written (to a temporary name, then renamed) before the database row that names it is
+committed, so a crash leaves at worst an unreferenced file, never a row without its file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+class FileStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, kind: str, digest: str, suffix: str) -> Path:
+        return self.root / kind / digest[:2] / f"{digest}{suffix}"
+
+    def put(self, kind: str, data: bytes, suffix: str = "") -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(kind, digest, suffix)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return digest
+
+    def put_raw(self, raw: bytes) -> str:
+        return self.put("raw", raw, ".eml")
+
+    def raw_path(self, digest: str) -> Path:
+        return self._path("raw", digest, ".eml")
+
+    def get_raw(self, digest: str) -> bytes:
+        return self.raw_path(digest).read_bytes()
+
+    def put_attachment(self, data: bytes) -> str:
+        return self.put("attachments", data)
+
+    def attachment_path(self, digest: str) -> Path:
+        return self._path("attachments", digest, "")

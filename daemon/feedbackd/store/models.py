@@ -1,0 +1,143 @@
+"""The tables: cases, their messages and participants, the outbox, quarantine and the IMAP cursor.
+
+Times are timezone-aware UTC (sqlmodel stores them as UTC and returns them aware, SQLite
+included); ``utcnow()`` is the one clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MailboxState(SQLModel, table=True):
+    """Where intake stopped in one IMAP folder: the UID cursor, valid for one UIDVALIDITY."""
+
+    __tablename__ = "mailbox_state"
+    key: str = Field(primary_key=True)  # user@host:port/folder
+    uidvalidity: int
+    last_uid: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Case(SQLModel, table=True):
+    __tablename__ = "case"
+    id: int | None = Field(default=None, primary_key=True)
+    number: str | None = Field(default=None, unique=True, index=True)  # public: FB-000123
+    status: str = Field(default="new", index=True)  # new, open, waiting, resolved, closed
+    kind: str = "problem"  # problem (问题反馈) or opinion (反映)
+    subject: str = ""
+    requester: str = Field(index=True)  # the citizen's address, lower-case
+    requester_name: str = ""
+    language: str = "zh-CN"  # language of mail sent to the requester
+    priority: str = "normal"
+    department: str | None = None
+    assignee: str | None = None
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    routing: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    first_response_due: datetime | None = None
+    resolution_due: datetime | None = None
+    message_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Participant(SQLModel, table=True):
+    """Addresses allowed to join a case by its subject token (the requester, staff, Cc'd people)."""
+
+    __tablename__ = "participant"
+    __table_args__ = (UniqueConstraint("case_id", "address"),)
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    address: str = Field(index=True)
+    role: str = "requester"  # requester, cc, staff
+
+
+class MailMessage(SQLModel, table=True):
+    """One mail of a case, inbound or outbound; its Message-ID indexes threading."""
+
+    __tablename__ = "message"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    direction: str  # in, out
+    kind: str = "mail"  # mail, auto-reply, bounce
+    message_id: str | None = Field(default=None, index=True)
+    dedupe_key: str = Field(unique=True)  # see pipeline.dedupe_key
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    from_addr: str = ""
+    from_name: str = ""
+    to_addrs: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    cc_addrs: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    subject: str = ""
+    date: datetime | None = None  # the Date header, in UTC
+    received_at: datetime = Field(default_factory=utcnow)
+    text: str = ""
+    raw_sha256: str | None = Field(default=None, index=True)  # the raw bytes under data/raw/
+    mailbox_uid: int | None = None
+    defects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class StoredAttachment(SQLModel, table=True):
+    __tablename__ = "attachment"
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    filename: str
+    content_type: str
+    size: int
+    sha256: str | None = None  # None when it was over the size limit and not stored
+    truncated: bool = False
+
+
+class CaseEvent(SQLModel, table=True):
+    """The case's history: what happened, when, with details (routing trace, bounces, …)."""
+
+    __tablename__ = "case_event"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    kind: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class OutboxItem(SQLModel, table=True):
+    """A rendered mail waiting to be sent, written in the same transaction as its cause."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    purpose: str  # acknowledgement, ...
+    message_id: str
+    mail_from: str
+    recipient: str = Field(index=True)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status: str = Field(default="pending", index=True)  # pending, sending, sent, failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    lease_until: datetime | None = None
+    last_error: str = ""
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    sent_at: datetime | None = None
+
+
+class QuarantineItem(SQLModel, table=True):
+    """A message no stage could handle: kept (raw on disk) and listed for a person to look at."""
+
+    __tablename__ = "quarantine"
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(default_factory=utcnow)
+    mailbox_uid: int | None = None
+    raw_sha256: str = Field(index=True)
+    size: int = 0
+    stage: str  # parse, store, ...
+    reason: str
+    subject: str = ""
+    sender: str = ""
+    resolved: bool = False

@@ -1,0 +1,73 @@
+"""Rendering outgoing mail from the admin's templates in a Jinja2 sandbox.
+
+Citizen-supplied text (subjects, bodies) is passed as data only, never as template source, and
+the sandbox keeps an edited template from reaching into Python.  A template named ``NAME`` in
+language ``LANG`` is three files under ``templates/LANG/``: ``NAME.subject.j2``, ``NAME.txt.j2``
+and ``NAME.html.j2`` (the HTML part is optional).  A missing language falls back to the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+LANGUAGES = ("zh-CN", "en")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+class TemplateError(Exception):
+    """A template is missing or broken; the message names the file."""
+
+
+class Templates:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._envs = {lang: self._environment(lang) for lang in LANGUAGES}
+
+    def _environment(self, lang: str) -> SandboxedEnvironment:
+        fallbacks = [lang] + [other for other in LANGUAGES if other != lang]
+        loader = ChoiceLoader([FileSystemLoader(str(self.directory / name)) for name in fallbacks])
+        env = SandboxedEnvironment(
+            loader=loader,
+            autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        return env
+
+    def render(self, name: str, language: str, context: dict[str, Any]) -> Rendered:
+        env = self._envs.get(language) or self._envs[LANGUAGES[0]]
+        try:
+            subject = env.get_template(f"{name}.subject.j2").render(context)
+            text = env.get_template(f"{name}.txt.j2").render(context)
+        except TemplateNotFound as exc:
+            raise TemplateError(f"{self.directory}/{language}/{exc.name}: template not found") from None
+        except Exception as exc:  # a broken template must name itself, not crash the caller
+            raise TemplateError(f"template {language}/{name}: {type(exc).__name__}: {exc}") from exc
+        try:
+            html: str | None = env.get_template(f"{name}.html.j2").render(context)
+        except TemplateNotFound:
+            html = None
+        except Exception as exc:
+            raise TemplateError(f"template {language}/{name}.html.j2: {type(exc).__name__}: {exc}") from exc
+        return Rendered(subject=" ".join(subject.split()), text=text, html=html)
+
+    def exists(self, name: str, language: str) -> bool:
+        env = self._envs.get(language) or self._envs[LANGUAGES[0]]
+        try:
+            env.get_template(f"{name}.subject.j2")
+        except TemplateNotFound:
+            return False
+        return True
