@@ -25,6 +25,7 @@ from feedbackd.devstack import Dovecot, SmtpSink, dovecot_binary
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("FEEDBACKD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _users = itertools.count(1)
+MAX_TEST_USERS = 2000
 
 
 def postgres_available() -> str | None:
@@ -47,7 +48,10 @@ def postgres_available() -> str | None:
 def dovecot_server() -> Iterator[Dovecot]:
     if dovecot_binary() is None:
         pytest.fail("dovecot is not installed: run scripts/bootstrap (apt-get install dovecot-imapd)")
-    server = Dovecot(users={"feedback": "secret"})
+    # Users are made up front: Dovecot re-reads a changed passwd-file only when its mtime moves
+    # to another second, so users appended during the run could be refused.
+    users = {"feedback": "secret", **{f"t{i}": uuid.uuid4().hex for i in range(1, MAX_TEST_USERS)}}
+    server = Dovecot(users=users)
     server.start()
     yield server
     server.stop()
@@ -73,12 +77,8 @@ class Mailbox:
 
 @pytest.fixture
 def mailbox(dovecot_server: Dovecot) -> Mailbox:
-    user = f"t{next(_users)}x{os.getpid()}"
-    password = uuid.uuid4().hex
-    dovecot_server.users[user] = password
-    with open(dovecot_server.root / "passwd", "a") as passwd:
-        passwd.write(f"{user}:{{PLAIN}}{password}\n")
-    box = Mailbox(dovecot_server, user, password)
+    user = f"t{next(_users)}"
+    box = Mailbox(dovecot_server, user, dovecot_server.users[user])
     box.client().logout()  # creates the maildir
     return box
 

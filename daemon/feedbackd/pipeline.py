@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from feedbackd.cases import CaseNumbers, Thread, find_thread
 from feedbackd.config import Settings
 from feedbackd.mail import guard
+from feedbackd.mail.charset import decode_header
 from feedbackd.mail.compose import compose
 from feedbackd.mail.message import Address, ParsedMessage
 from feedbackd.mail.parse import parse_message
@@ -134,6 +135,9 @@ class Pipeline:
             thread = find_thread(db, msg, self.numbers, quoted)
             if thread.note:
                 stage.events.append(("threading", {"note": thread.note}))
+            row = self._message_row(stage, key)
+            db.add(row)
+            db.flush()  # the incoming row first, so it sorts before our answer
             if stage.verdict.kind in ("auto-reply", "bounce"):
                 outcome = self._record_automatic(db, stage, thread)
             elif thread.case is None:
@@ -141,9 +145,8 @@ class Pipeline:
             else:
                 outcome = self._join_case(db, stage, thread)
             case_id = self._case_id(db, outcome)
-            row = self._message_row(stage, key, case_id)
+            row.case_id = case_id
             db.add(row)
-            db.flush()
             for attachment, sha in attachments:
                 db.add(StoredAttachment(message_id=row.id or 0, filename=attachment.filename,
                                         content_type=attachment.content_type,
@@ -315,10 +318,9 @@ class Pipeline:
         ).one()
         return int(count) >= limit
 
-    def _message_row(self, stage: Stage, key: str, case_id: int | None) -> MailMessage:
+    def _message_row(self, stage: Stage, key: str) -> MailMessage:
         msg = stage.msg
         return MailMessage(
-            case_id=case_id,
             direction="in",
             kind="mail" if stage.verdict.kind in ("mail", "bulk") else stage.verdict.kind,
             message_id=msg.message_id,
@@ -414,6 +416,6 @@ def _peek_header(raw: bytes, name: bytes) -> str:
     head = raw[:65536].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     for match in _HEADER_PEEK.finditer(head):
         if match[1].lower() == name:
-            return " ".join(match[2].decode("utf-8", "replace").split())
+            return " ".join(decode_header(match[2])[0].split())
     return ""
 
