@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -100,12 +100,27 @@ def _file_index(files: list[Path], name: str) -> int:
 
 
 @dataclass
+class _RuleEntry:
+    """One item of a ``rules`` list; ``rule`` is None when it is invalid, but its name and actions
+    may still be known, so duplicates and unknown departments are reported in the same run."""
+
+    index: int
+    name: str | None
+    then: model.Actions | None
+    rule: model.Rule | None
+
+
+@dataclass
 class _Source:
-    """One file: its YAML tree (with positions), its validated model, and its problems."""
+    """One file: its YAML tree (with positions), its valid parts, and its problems."""
 
     path: Path
     tree: Any = None
-    model: model.RulesFile | None = None
+    departments: dict[str, model.Department] = field(default_factory=dict)
+    priorities: dict[str, model.Priority] | None = None
+    kinds: model.Kinds | None = None
+    defaults: model.Defaults | None = None
+    rules: list[_RuleEntry] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -137,7 +152,8 @@ class _Source:
         except MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            self.problems.append(Problem(self.name, line, column, f"YAML: {exc.problem or exc.context}"))
+            message = str(exc.problem or exc.context).split(" with value ")[0]  # duplicate keys: no repr
+            self.problems.append(Problem(self.name, line, column, f"YAML: {message}"))
             return
         except YAMLError as exc:  # pragma: no cover - every ruamel parse error is marked
             self.problems.append(Problem(self.name, 1, 1, f"YAML: {exc}"))
@@ -155,12 +171,62 @@ class _Source:
         for loc in empty:
             self.problems.append(self.problem(loc, f"'{_last_key(loc)}' has no value", key=True))
         try:
-            self.model = model.RulesFile.model_validate(self.tree)
+            whole = model.RulesFile.model_validate(self.tree)
         except ValidationError as exc:
             for error in exc.errors():
                 loc = tuple(error["loc"])
                 if not any(loc[: len(e)] == e for e in empty):
                     self.problems.append(_from_pydantic(self, error))
+            self.salvage()
+        else:
+            self.departments = dict(whole.departments or {})
+            self.priorities, self.kinds, self.defaults = whole.priorities, whole.kinds, whole.defaults
+            self.rules = [_RuleEntry(i, r.name, r.then, r) for i, r in enumerate(whole.rules or [])]
+
+    def salvage(self) -> None:
+        """The valid parts of an invalid file, for the checks across files."""
+        tree = self.tree
+        departments = tree.get("departments")
+        if isinstance(departments, dict):
+            for key, value in departments.items():
+                found = _valid(model.Department, value)
+                if isinstance(key, str) and found is not None:
+                    self.departments[key] = found
+        self.priorities = _valid(_PRIORITIES, tree.get("priorities"))
+        self.kinds = _valid(model.Kinds, tree.get("kinds"))
+        self.defaults = _valid(model.Defaults, tree.get("defaults"))
+        rules = tree.get("rules")
+        for index, item in enumerate(rules if isinstance(rules, list) else []):
+            if not isinstance(item, dict):
+                continue
+            name = item.get("name")
+            self.rules.append(_RuleEntry(
+                index,
+                name if isinstance(name, str) and name.strip() else None,
+                _valid(model.Actions, item.get("then")),
+                _valid(model.Rule, item),
+            ))
+
+
+_PRIORITIES: TypeAdapter[dict[str, model.Priority]] = TypeAdapter(dict[model.Key, model.Priority])
+
+
+def _raw_deadlines(tree: Any) -> Iterator[tuple[str, dict[Any, Any]]]:
+    departments = tree.get("departments") if isinstance(tree, dict) else None
+    for key, dept in departments.items() if isinstance(departments, dict) else ():
+        deadlines = dept.get("deadlines") if isinstance(dept, dict) else None
+        if isinstance(deadlines, dict):
+            yield key, deadlines
+
+
+def _valid(kind: Any, value: Any) -> Any:
+    """``value`` validated as ``kind`` (a model or a TypeAdapter), or None."""
+    if value is None:
+        return None
+    try:
+        return kind.validate_python(value) if isinstance(kind, TypeAdapter) else kind.model_validate(value)
+    except ValidationError:
+        return None
 
 
 def _empty_values(node: Any, loc: Loc) -> Iterator[Loc]:
@@ -241,6 +307,10 @@ def _from_pydantic(source: _Source, error: Any) -> Problem:
         message = f"missing key '{loc[-1]}'"
     elif kind in ("value_error", "assertion_error"):
         message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    elif kind == "literal_error":
+        message = f"'{name}' should be {error['ctx']['expected']}, not {_describe(error.get('input'))}"
+    elif kind == "too_short":
+        message = f"'{name}' must not be empty"
     elif kind in _EXPECTED:
         message = f"'{name}' should be {_EXPECTED[kind]}, not {_describe(error.get('input'))}"
     else:
@@ -267,9 +337,10 @@ class _Defined:
 
     source: _Source
     loc: Loc
+    key: bool = True
 
     def where(self) -> str:
-        line, column = locate(self.source.tree, self.loc, key=True)
+        line, column = locate(self.source.tree, self.loc, key=self.key)
         return f"{self.source.name}:{line}:{column}"
 
 
@@ -283,6 +354,7 @@ class _Merged:
     kinds: tuple[model.Kinds, _Defined] | None = None
     defaults: tuple[model.Defaults, _Defined] | None = None
     rules: list[tuple[model.Rule, _Defined]] = field(default_factory=list)
+    actions: list[tuple[model.Actions, _Defined]] = field(default_factory=list)
     department_keys: set[str] = field(default_factory=set)
     priority_keys: set[str] = field(default_factory=set)
     sections: set[str] = field(default_factory=set)
@@ -294,11 +366,11 @@ class _Merged:
         merged = cls(directory, first_file=sources[0].name)
         for source in sources:
             merged.collect_names(source)
+        names: dict[str, _Defined] = {}
         for source in sources:
-            if source.model is not None:
-                merged.add(source, source.model)
+            merged.add(source, names)
         merged.check_complete()
-        merged.check_references()
+        merged.check_references(sources)
         return merged
 
     def collect_names(self, source: _Source) -> None:
@@ -310,8 +382,8 @@ class _Merged:
             if isinstance(tree.get(section), dict):
                 names.update(str(k) for k in tree[section])
 
-    def add(self, source: _Source, found: model.RulesFile) -> None:
-        for key, dept in (found.departments or {}).items():
+    def add(self, source: _Source, names: dict[str, _Defined]) -> None:
+        for key, dept in source.departments.items():
             here = _Defined(source, ("departments", key))
             if key in self.departments:
                 where = self.departments[key][1].where()
@@ -320,7 +392,7 @@ class _Merged:
             else:
                 self.departments[key] = (dept, here)
         for section in ("priorities", "kinds", "defaults"):
-            value = getattr(found, section)
+            value = getattr(source, section)
             if value is None:
                 continue
             here = _Defined(source, (section,))
@@ -330,31 +402,36 @@ class _Merged:
                     here.loc, f"'{section}' is already defined at {earlier[1].where()}; define it once", key=True))
             else:
                 setattr(self, section, (value, here))
-        names = {rule.name: defined for rule, defined in self.rules}
-        for index, rule in enumerate(found.rules or []):
-            here = _Defined(source, ("rules", index))
-            if rule.name in names:
+        for entry in source.rules:
+            here = _Defined(source, ("rules", entry.index))
+            if entry.name is not None and entry.name in names:
                 self.problems.append(source.problem(
-                    (*here.loc, "name"), f"duplicate rule name '{rule.name}' (also at {names[rule.name].where()})"))
-            names[rule.name] = here
-            self.rules.append((rule, here))
+                    (*here.loc, "name"), f"duplicate rule name '{entry.name}' (also at {names[entry.name].where()})"))
+            elif entry.name is not None:
+                names[entry.name] = _Defined(source, (*here.loc, "name"), key=False)
+            if entry.then is not None:
+                self.actions.append((entry.then, here))
+            if entry.rule is not None:
+                self.rules.append((entry.rule, here))
 
     def check_complete(self) -> None:
         for section in ("priorities", "defaults"):
             if section not in self.sections:
                 self.problems.append(Problem(self.first_file, 1, 1, f"no '{section}' section in any rule file"))
 
-    def check_references(self) -> None:
-        for dept, defined in self.departments.values():
-            for priority in dept.deadlines:
-                self._known(defined, (*defined.loc, "deadlines", priority), priority, "priority", key=True)
+    def check_references(self, sources: list[_Source]) -> None:
+        for source in sources:  # from the YAML, so that they are checked even in an invalid department
+            for key, deadlines in _raw_deadlines(source.tree):
+                defined = _Defined(source, ("departments", key))
+                for priority in deadlines:
+                    self._known(defined, (*defined.loc, "deadlines", priority), str(priority), "priority", key=True)
         if self.defaults is not None:
             defaults, defined = self.defaults
             self._known(defined, ("defaults", "department"), defaults.department, "department")
             self._known(defined, ("defaults", "priority"), defaults.priority, "priority")
-        for rule, defined in self.rules:
-            self._known(defined, (*defined.loc, "then", "department"), rule.then.department, "department")
-            self._known(defined, (*defined.loc, "then", "priority"), rule.then.priority, "priority")
+        for then, defined in self.actions:
+            self._known(defined, (*defined.loc, "then", "department"), then.department, "department")
+            self._known(defined, (*defined.loc, "then", "priority"), then.priority, "priority")
 
     def _known(self, defined: _Defined, loc: Loc, value: str | None, what: str, key: bool = False) -> None:
         known = self.department_keys if what == "department" else self.priority_keys

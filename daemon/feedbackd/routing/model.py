@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic.json_schema import GenerateJsonSchema
@@ -135,6 +135,8 @@ class TextTest(_Model):
     glob: Text | None = None
     case_sensitive: StrictBool = False
 
+    _OPERATORS: ClassVar[str] = "equals, contains, contains-any, contains-all, regex or glob"
+
     def _complete(self) -> bool:
         return self.has_operator()
 
@@ -148,7 +150,7 @@ class TextTest(_Model):
     @model_validator(mode="after")
     def _needs_operator(self) -> TextTest:
         if not self._complete():
-            raise ValueError("needs an operator: equals, contains, contains-any, contains-all, regex or glob")
+            raise ValueError(f"needs an operator: {self._OPERATORS}")
         return self
 
 
@@ -157,6 +159,8 @@ class HeaderTest(TextTest):
 
     name: Annotated[str, Field(pattern=r"^[!-9;-~]+$")]
     exists: StrictBool | None = None
+
+    _OPERATORS: ClassVar[str] = "exists, equals, contains, contains-any, contains-all, regex or glob"
 
     def _complete(self) -> bool:
         return self.exists is not None or self.has_operator()
