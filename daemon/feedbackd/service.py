@@ -116,7 +116,7 @@ class Daemon:
                         self.intake()
                         wait = (self.settings.imap.idle_timeout if state.idle
                                 else self.settings.imap.poll_interval).total_seconds()
-                        self.source.wait(wait, self.stopping.is_set)
+                        self.source.wait(wait, self._tick)
                 except SourceError as exc:
                     log.error("%s; retrying in %.0f s", exc, max(backoff, 30.0))
                     self._sleep(max(backoff, 30.0))
@@ -133,6 +133,11 @@ class Daemon:
             self.outbox_wake.set()
             sender.join(timeout=self.settings.smtp.timeout.total_seconds() + 5)
             log.info("stopped")
+
+    def _tick(self) -> bool:
+        """Called about once a second while waiting: picks up rule edits; True means stop."""
+        self.rules.current()
+        return self.stopping.is_set()
 
     def _outbox_loop(self) -> None:
         while not self.stopping.is_set():
