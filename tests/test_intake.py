@@ -258,11 +258,16 @@ def test_unhandleable_mail_is_quarantined_and_listed(env: Env) -> None:
     assert "message_max_size" in listing.stdout and "很长的信" in listing.stdout
     rows = json.loads(env.cli("quarantine", "list", "--json").stdout)
     assert len(rows) == 1 and rows[0]["stage"] == "size"
+    assert rows[0]["from"] == "zhang.san@qq.example" and rows[0]["subject"] == "很长的信"
+    # the sender still hears from us: a person will look at it
+    notice = next(a for a in env.sink.wait_for(2) if a.rcpt_tos == ["zhang.san@qq.example"])
+    assert "人工查看" in notice.message["Subject"] and notice.message["Auto-Submitted"] == "auto-replied"
     env.reconfigure()
     replay = env.cli("quarantine", "replay", str(rows[0]["id"]))
     assert replay.returncode == 0, replay.stderr
     assert len(cases_json(env)) == 2
     assert json.loads(env.cli("quarantine", "list", "--json").stdout) == []
+    assert len(env.cli("quarantine", "list", "--json", "--all").stdout) > 2
 
 
 def test_run_once_cli_prints_a_summary(env: Env) -> None:
@@ -271,3 +276,20 @@ def test_run_once_cli_prints_a_summary(env: Env) -> None:
     assert result.returncode == 0, result.stderr
     assert "processed 2 message(s)" in result.stdout and "sent 2" in result.stdout
     assert "zhang.san" not in result.stderr  # no addresses in the INFO log
+
+
+def test_a_message_the_parser_cannot_read_is_quarantined_not_dropped(env: Env) -> None:
+    import logging
+
+    from feedbackd.pipeline import Pipeline
+    from feedbackd.routing import RulesWatcher
+    from feedbackd.store.db import connect
+
+    settings = env.settings
+    engine = connect(settings.database.url)
+    pipeline = Pipeline(settings, engine, RulesWatcher(settings.paths.rules, logging.getLogger()).current)
+    outcome = pipeline.process(b" \r\n\r\n ")
+    assert outcome.action == "quarantined" and outcome.detail.startswith("parse: ParseError")
+    (row,) = json.loads(env.cli("quarantine", "list", "--json").stdout)
+    assert row["stage"] == "parse" and "ParseError" in row["reason"]
+    assert (settings.paths.data / "raw" / row["raw_sha256"][:2] / f"{row['raw_sha256']}.eml").exists()

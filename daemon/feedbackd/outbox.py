@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,13 +43,19 @@ class Outbox:
         self.lease = smtp.timeout * 4 + timedelta(seconds=60)
 
     def claim(self, limit: int = BATCH) -> list[OutboxItem]:
-        """Take up to ``limit`` due rows: pending ones, and 'sending' ones whose lease ran out."""
+        """Take up to ``limit`` due rows: pending ones, and 'sending' ones whose lease ran out.
+
+        The UPDATE repeats the due test, so when two senders picked the same candidates only
+        the first write wins (SQLite serialises writers; PostgreSQL also skips locked rows).
+        """
         now = utcnow()
+        token = uuid.uuid4().hex
+        claimable = or_(col(OutboxItem.status) == "pending",
+                        (col(OutboxItem.status) == "sending") & (col(OutboxItem.lease_until) < now))
         with session(self.engine) as db:
             due = (
                 select(OutboxItem.id)
-                .where(or_(col(OutboxItem.status) == "pending",
-                           (col(OutboxItem.status) == "sending") & (col(OutboxItem.lease_until) < now)))
+                .where(claimable)
                 .where(col(OutboxItem.next_attempt_at) <= now)
                 .order_by(col(OutboxItem.id))
                 .limit(limit)
@@ -58,9 +65,10 @@ class Outbox:
             ids = list(db.exec(due))
             if not ids:
                 return []
-            db.execute(update(OutboxItem).where(col(OutboxItem.id).in_(ids))
-                       .values(status="sending", lease_until=now + self.lease))
-            items = list(db.exec(select(OutboxItem).where(col(OutboxItem.id).in_(ids))))
+            db.execute(update(OutboxItem).where(col(OutboxItem.id).in_(ids)).where(claimable)
+                       .values(status="sending", lease_until=now + self.lease, claim=token))
+            items = list(db.exec(select(OutboxItem).where(col(OutboxItem.id).in_(ids))
+                                 .where(OutboxItem.claim == token)))
             db.commit()
             return items
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from sqlmodel import Session, col, select
 from feedbackd.cases import CaseNumbers, Thread, find_thread
 from feedbackd.config import Settings
 from feedbackd.mail import guard
-from feedbackd.mail.charset import decode_header
 from feedbackd.mail.compose import compose
 from feedbackd.mail.message import Address, ParsedMessage
 from feedbackd.mail.parse import parse_message
@@ -47,7 +45,7 @@ from feedbackd.store.models import (
     StoredAttachment,
     utcnow,
 )
-from feedbackd.templates import TemplateError, Templates
+from feedbackd.templates import Rendered, TemplateError, Templates
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +248,14 @@ class Pipeline:
         if case.number and self.numbers.token(case.number) not in rendered.subject:
             rendered = type(rendered)(f"{self.numbers.token(case.number)} {rendered.subject}",
                                       rendered.text, rendered.html)
+        self._queue(db, rendered, msg, case, "acknowledgement")
+        stage.events.append(("acknowledgement-queued", {"template": decision.template,
+                                                        "language": case.language}))
+        return 1
+
+    def _queue(self, db: Session, rendered: Rendered, msg: ParsedMessage, case: Case | None,
+               purpose: str) -> None:
+        """An automatic answer to ``msg``: recorded as the case's outgoing message and queued."""
         assert msg.sender is not None
         outgoing = compose(
             rendered,
@@ -258,20 +264,21 @@ class Pipeline:
             in_reply_to=msg.message_id,
             references=[*msg.references, msg.message_id] if msg.message_id else msg.references,
             automatic=True,
-            case_number=case.number,
+            case_number=case.number if case else None,
         )
-        db.add(MailMessage(case_id=case.id, direction="out", kind="acknowledgement",
+        case_id = case.id if case else None
+        db.add(MailMessage(case_id=case_id, direction="out", kind=purpose,
                            message_id=outgoing.message_id, dedupe_key=f"out:{outgoing.message_id}",
                            in_reply_to=msg.message_id, from_addr=self.settings.mailbox.address,
                            from_name=self.settings.mailbox.name, to_addrs=[outgoing.recipient],
                            subject=rendered.subject, date=utcnow(), text=rendered.text))
-        db.add(OutboxItem(case_id=case.id, purpose="acknowledgement", message_id=outgoing.message_id,
+        db.add(OutboxItem(case_id=case_id, purpose=purpose, message_id=outgoing.message_id,
                           mail_from=outgoing.mail_from, recipient=outgoing.recipient, raw=outgoing.raw))
-        stage.events.append(("acknowledgement-queued", {"template": decision.template,
-                                                        "language": case.language}))
-        return 1
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _mailbox_context(self) -> dict[str, str]:
+        return {"name": self.settings.mailbox.name, "address": self.settings.mailbox.address}
 
     def _ack_context(self, msg: ParsedMessage, case: Case, decision: Decision,
                      ruleset: RuleSet) -> dict[str, Any]:
@@ -289,7 +296,7 @@ class Pipeline:
                 "resolution_due": _local(case.resolution_due),
             },
             "requester_name": msg.sender.name if msg.sender else "",
-            "mailbox": {"name": self.settings.mailbox.name, "address": self.settings.mailbox.address},
+            "mailbox": self._mailbox_context(),
             "received": {
                 "subject": msg.subject,
                 "date": _local(msg.date or utcnow()),
@@ -358,17 +365,37 @@ class Pipeline:
 
     def _quarantine(self, raw: bytes, digest: str, cursor: Cursor | None, stage: str,
                     reason: str) -> Outcome:
+        head = _headers_only(raw)
         with session(self.engine) as db:
             item = QuarantineItem(mailbox_uid=cursor.uid if cursor else None, raw_sha256=digest,
                                   size=len(raw), stage=stage, reason=reason[:1000],
-                                  subject=_peek_header(raw, b"subject")[:300],
-                                  sender=_peek_header(raw, b"from")[:300])
+                                  subject=head.subject[:300] if head else "",
+                                  sender=head.sender.addr if head and head.sender else "")
             db.add(item)
+            notice = self._quarantine_notice(db, head) if head else "headers unreadable"
             self._advance(db, cursor)
             db.commit()
-            log.warning("uid=%s quarantined as #%s at stage %s: %s", item.mailbox_uid, item.id, stage,
-                        reason[:200])
-        return Outcome("quarantined", detail=f"{stage}: {reason}")
+            log.warning("uid=%s quarantined as #%s at stage %s: %s (sender notice: %s)", item.mailbox_uid,
+                        item.id, stage, reason[:200], notice)
+        return Outcome("quarantined", detail=f"{stage}: {reason}", queued=int(notice == "queued"))
+
+    def _quarantine_notice(self, db: Session, head: ParsedMessage) -> str:
+        """Tell the sender a person will look at the message: the right answer when we cannot file it."""
+        refusal = guard.reply_refusal(head, guard.classify(head), self.own)
+        if refusal is None and not self.settings.acknowledgement.enabled:
+            refusal = "acknowledgements are switched off"
+        if refusal is None and head.sender and self._rate_limited(db, head.sender.addr):
+            refusal = "rate limit"
+        if refusal is not None:
+            return f"not sent: {refusal}"
+        context = {"mailbox": self._mailbox_context(),
+                   "received": {"subject": head.subject, "date": _local(head.date or utcnow())}}
+        try:
+            rendered = self.templates.render("quarantine-notice", self._language(head), context)
+        except TemplateError as exc:
+            return f"not sent: {exc}"
+        self._queue(db, rendered, head, None, "acknowledgement")
+        return "queued"
 
     def _maybe_fault(self, point: str) -> None:
         if self.fault == point:
@@ -408,14 +435,13 @@ def _local(value: datetime | None) -> str | None:
     return aware.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-_HEADER_PEEK = re.compile(rb"^(subject|from):[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-
-
-def _peek_header(raw: bytes, name: bytes) -> str:
-    """A header read straight from raw bytes, for listing a message the parser could not read."""
-    head = raw[:65536].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    for match in _HEADER_PEEK.finditer(head):
-        if match[1].lower() == name:
-            return " ".join(decode_header(match[2])[0].split())
-    return ""
-
+def _headers_only(raw: bytes) -> ParsedMessage | None:
+    """The header block of a message the pipeline could not take, parsed on its own."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    head = raw[: end if 0 <= end < 256 * 1024 else 256 * 1024]
+    try:
+        return parse_message(head + b"\r\n\r\n")
+    except Exception:  # noqa: BLE001 - nothing readable: list it without sender or subject
+        return None

@@ -122,6 +122,7 @@ class OutboxItem(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
     lease_until: datetime | None = None
+    claim: str | None = None  # token of the sender that holds the lease
     last_error: str = ""
     created_at: datetime = Field(default_factory=utcnow, index=True)
     sent_at: datetime | None = None

@@ -1,0 +1,79 @@
+"""Storage on SQLite and PostgreSQL: tables, the outbox's claims and leases, backoff."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlmodel import select
+
+from feedbackd.config import OutboxSettings, SmtpSettings
+from feedbackd.outbox import Outbox
+from feedbackd.store.db import connect, session
+from feedbackd.store.models import Case, OutboxItem, utcnow
+
+SMTP = SmtpSettings(host="127.0.0.1", port=25, security="none")
+
+
+def _fill(engine, n: int) -> None:
+    with session(engine) as db:
+        for i in range(n):
+            db.add(OutboxItem(purpose="acknowledgement", message_id=f"m{i}@x", mail_from="f@x",
+                              recipient=f"r{i}@x", raw=b"Subject: x\r\n\r\nx"))
+        db.commit()
+
+
+def test_cases_round_trip_with_unicode_json_and_aware_times(db_url: str) -> None:
+    engine = connect(db_url)
+    with session(engine) as db:
+        case = Case(requester="a@b.example", subject="小区路灯不亮", tags=["安全 safety"],
+                    routing={"hits": [{"rule": "紧急"}]})
+        db.add(case)
+        db.commit()
+    with session(engine) as db:
+        got = db.exec(select(Case)).one()
+        assert got.subject == "小区路灯不亮" and got.tags == ["安全 safety"]
+        assert got.routing["hits"][0]["rule"] == "紧急"
+        assert got.created_at.tzinfo is not None
+    engine.dispose()
+
+
+def test_concurrent_claims_never_take_the_same_mail(db_url: str) -> None:
+    engine = connect(db_url)
+    _fill(engine, 60)
+    claimed: list[list[int]] = [[], [], []]
+
+    def worker(slot: int) -> None:
+        box = Outbox(engine, SMTP, OutboxSettings())
+        while items := box.claim(limit=7):
+            claimed[slot].extend(item.id or 0 for item in items)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [i for ids in claimed for i in ids]
+    assert sorted(everything) == sorted(set(everything)) and len(everything) == 60
+    engine.dispose()
+
+
+def test_a_lease_that_ran_out_is_claimed_again(db_url: str) -> None:
+    engine = connect(db_url)
+    _fill(engine, 1)
+    box = Outbox(engine, SMTP, OutboxSettings())
+    assert len(box.claim()) == 1
+    assert box.claim() == []  # leased: a daemon may be sending it right now
+    with session(engine) as db:
+        item = db.exec(select(OutboxItem)).one()
+        item.lease_until = utcnow() - timedelta(seconds=1)  # that daemon died
+        db.add(item)
+        db.commit()
+    assert len(box.claim()) == 1
+    engine.dispose()
+
+
+def test_backoff_doubles_up_to_the_limit() -> None:
+    box = Outbox(None, SMTP, OutboxSettings(retry_initial=timedelta(seconds=30),  # type: ignore[arg-type]
+                                           retry_max=timedelta(minutes=5)))
+    assert [box.backoff(n).total_seconds() for n in (1, 2, 3, 4, 5, 6)] == [30, 60, 120, 240, 300, 300]
