@@ -515,3 +515,42 @@ def test_ruleset_is_immutable(tmp_path: Path) -> None:
         rs.default_priority = "low"  # type: ignore[misc]
     with pytest.raises(TypeError):
         rs.departments["x"] = rs.department("general")  # type: ignore[index]
+
+
+# -- the regex pre-filter ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literals"),
+    [
+        (r"\b(urgent|emergency|danger(ous)?)\b", ("danger", "emergency", "urgent")),
+        (r"(订单号|order\s*(no|number))\s*[:：]?\s*\d{8,}", ("order", "订单号")),
+        (r"(?<!\d)12345(?!\d)", ("12345",)),
+        (r"Gas\s+Leak", ("leak",)),
+        (r"\d+", None),
+        (r"(a|\d)x", ("x",)),
+        (r"(fire)?", None),
+    ],
+)
+def test_required_literals(pattern: str, literals: tuple[str, ...] | None) -> None:
+    from feedbackd.routing.literals import required_literals
+
+    assert required_literals(pattern) == literals
+
+
+def test_prefiltered_regex_agrees_with_plain_re(tmp_path: Path) -> None:
+    import re
+
+    from feedbackd.routing.conditions import Texts, compile_text
+    from feedbackd.routing.model import TextTest
+
+    patterns = [r"\b(urgent|emergency|danger(ous)?)\b", r"(订单号|order\s*(no|number))\s*[:：]?\s*\d{4,}",
+                r"Gas\s+LEAK", r"(?<!\d)12345(?!\d)", r"^re:\s*\S", r"(支付|付款)(失败|不成功)"]
+    texts = ["URGENT: gas leak", "Dangerous stairs", "订单号：20240501", "ORDER NO 1234 please", "打12345",
+             "2123456", "Re: 你好", "付款不成功", "支付成功", "İstanbul DANGER", "ıurgent", "nothing here", ""]
+    for pattern in patterns:
+        for case_sensitive in (False, True):
+            match = compile_text(TextTest.model_validate({"regex": pattern, "case-sensitive": case_sensitive}))
+            flags = re.MULTILINE | (0 if case_sensitive else re.IGNORECASE)
+            for text in texts:
+                assert match(Texts(text)) is (re.search(pattern, text, flags) is not None), (pattern, text)

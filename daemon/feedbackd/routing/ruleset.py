@@ -64,6 +64,19 @@ class Actions:
     suppress_ack: bool | None = None
     stop: bool = False
 
+    @property
+    def assignments(self) -> tuple[tuple[str, object], ...]:
+        """The single-valued fields this rule sets, in a fixed order."""
+        return tuple(
+            (name, value)
+            for name in ("department", "priority", "kind", "assignee", "template", "suppress_ack")
+            if (value := getattr(self, name)) is not None
+        )
+
+
+def _always(view: MessageView) -> bool:
+    return True
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -75,8 +88,15 @@ class Rule:
     actions: Actions
     description: str = ""
 
+    test: Predicate = field(init=False, repr=False, compare=False)
+    assignments: tuple[tuple[str, object], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", self.predicate or _always)
+        object.__setattr__(self, "assignments", self.actions.assignments)
+
     def matches(self, view: MessageView) -> bool:
-        return self.predicate is None or self.predicate(view)
+        return self.test(view)
 
 
 @dataclass(slots=True)
@@ -91,24 +111,24 @@ class _State:
     template: str | None = None
     suppress_ack: bool = False
 
-    def apply(self, actions: Actions, rank: Callable[[str], int] | None = None) -> dict[str, object]:
+    def apply(self, rule: Rule, rank: Callable[[str], int] | None = None) -> dict[str, object]:
         """Apply one rule's actions; return what actually changed.
 
         With ``rank`` (follow-ups) a priority is only ever raised, never lowered.
         """
         changes: dict[str, object] = {}
-        for name in ("department", "priority", "kind", "assignee", "template", "suppress_ack"):
-            value = getattr(actions, name)
-            if name == "priority" and rank and value is not None and rank(value) >= rank(self.priority):
+        for name, value in rule.assignments:
+            if name == "priority" and rank and rank(value) >= rank(self.priority):  # type: ignore[arg-type]
                 continue
-            if value is not None and value != getattr(self, name):
+            if value != getattr(self, name):
                 setattr(self, name, value)
                 changes[name] = value
-        added = [tag for tag in actions.tags if tag not in self.tags]
-        if added:
-            self.tags.extend(added)
-            changes["tags"] = added
-        if actions.stop:
+        if rule.actions.tags:
+            added = [tag for tag in rule.actions.tags if tag not in self.tags]
+            if added:
+                self.tags.extend(added)
+                changes["tags"] = added
+        if rule.actions.stop:
             changes["stop"] = True
         return changes
 
@@ -180,8 +200,8 @@ class RuleSet:
         rank = self.rank if raise_only else None
         hits = []
         for rule in rules:
-            if rule.matches(view):
-                hits.append(RuleHit(rule.name, rule.file, rule.line, state.apply(rule.actions, rank)))
+            if rule.test(view):
+                hits.append(RuleHit(rule.name, rule.file, rule.line, state.apply(rule, rank)))
                 if rule.actions.stop:
                     break
         return hits
