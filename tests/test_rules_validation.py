@@ -160,7 +160,7 @@ def test_bad_regex(rules: Path) -> None:
               body: {regex: '订单号[:：(\\d+'}
             then: {tags: [order]}
         """) == [
-        "rules/rules.yaml:4:21: bad regular expression '订单号[:：(\\\\d+': unterminated character set at position 3",
+        "rules/rules.yaml:4:21: bad regular expression '订单号[:：(\\d+': unterminated character set at position 3",
     ]
 
 

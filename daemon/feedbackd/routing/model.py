@@ -74,7 +74,7 @@ def _regex(value: str) -> str:
     try:
         re.compile(value)
     except re.error as exc:
-        raise ValueError(f"bad regular expression {value!r}: {exc.msg} at position {exc.pos}") from None
+        raise ValueError(f"bad regular expression '{value}': {exc.msg} at position {exc.pos}") from None
     return value
 
 
