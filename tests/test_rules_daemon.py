@@ -78,6 +78,7 @@ def test_a_reply_can_raise_the_priority(env_db: Env) -> None:
     run_once(env)
     (case,) = cases(env)
     assert case["priority"] == "normal"
+    before = case
     env.mailbox.append(mails.plain(subject=f"Re: [{case['id']}] 小区路灯不亮", body="一个星期了还没有解决！",
                                    references=["lamp@qq.example"]))
     run_once(env)
@@ -86,6 +87,8 @@ def test_a_reply_can_raise_the_priority(env_db: Env) -> None:
     events = json.loads(env.cli("cases", "show", case["id"], "--json").stdout)["events"]
     raised = next(e for e in events if e["kind"] == "priority-raised")
     assert raised["detail"]["from"] == "normal" and raised["detail"]["to"] == "high"
+    # the high priority's shorter first-response deadline (4h) replaced normal's (1d)
+    assert case["first_response_due"] < before["first_response_due"]
 
 
 def _daemon(env: Env) -> subprocess.Popen[str]:
@@ -141,3 +144,20 @@ def test_rule_edits_take_effect_on_the_running_daemon_and_bad_edits_do_not(env: 
     assert "rules.yaml:" in errors[0] and "nowhere" in errors[0]
     assert "rules reloaded" in output
     assert len(env.sink.wait_for(3)) == 3
+
+
+def test_a_rule_naming_a_missing_template_still_gets_the_citizen_an_answer(env: Env, tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    text = (rules / "rules.yaml").read_text(encoding="utf-8")
+    (rules / "rules.yaml").write_text(text.replace("rules:\n", (
+        "rules:\n  - name: odd template\n    when: {subject: {contains: 模板}}\n"
+        "    then: {template: no-such-template, stop: true}\n"), 1), encoding="utf-8")
+    env.reconfigure(rules=rules)
+    env.mailbox.append(mails.plain(subject="模板测试"))
+    run_once(env)
+    (ack,) = env.sink.wait_for(1)
+    assert "我们已收到您的反馈" in ack.message["Subject"]
+    (case,) = cases(env)
+    events = json.loads(env.cli("cases", "show", case["id"], "--json").stdout)["events"]
+    assert any(e["kind"] == "template-missing" for e in events)

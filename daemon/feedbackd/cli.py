@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("message", type=Path, metavar="MESSAGE.eml")
     test.add_argument("--rules", type=Path, help="rules directory (default: from the config)")
     test.add_argument("--json", action="store_true")
+    test.add_argument("--followup", metavar="PRIORITY",
+                      help="treat the message as a reply on a case of this priority (on: [reply] rules)")
     test.set_defaults(func=cmd_rules_test)
 
     demo = sub.add_parser("demo", help="run on a local demo mail stack with sample mail (needs dovecot)")
@@ -336,7 +338,8 @@ def cmd_rules_schema(args: argparse.Namespace) -> int:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     from feedbackd.routing import commands
 
-    return commands.dry_run(args.message, _rules_dir(args, args.rules), sys.stdout, as_json=args.json)
+    return commands.dry_run(args.message, _rules_dir(args, args.rules), sys.stdout, as_json=args.json,
+                            followup_priority=args.followup)
 
 
 # -- demo -----------------------------------------------------------------------------------------

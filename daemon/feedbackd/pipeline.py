@@ -203,14 +203,30 @@ class Pipeline:
         if case.status in ("resolved", "closed", "waiting"):
             stage.events.append(("reopened", {"from": case.status}))
             case.status = "open"
-        raised = self.rules().evaluate_followup(stage.msg, case.priority)
+        ruleset = self.rules()
+        raised = ruleset.evaluate_followup(stage.msg, case.priority)
         if raised is not None and raised.priority != case.priority:
             stage.events.append(("priority-raised", {"from": case.priority, "to": raised.priority,
                                                      "rules": raised.to_dict().get("hits", [])}))
             case.priority = raised.priority
+            case.tags = list(dict.fromkeys([*case.tags, *raised.tags]))
+            self._tighten_deadlines(case, ruleset)
         stage.events.append(("message", {"threaded_by": thread.how}))
         db.add(case)
         return Outcome("joined", case.number, detail=f"by {thread.how}")
+
+    @staticmethod
+    def _tighten_deadlines(case: Case, ruleset: RuleSet) -> None:
+        """A raised priority brings its (shorter) deadlines forward; it never pushes one back."""
+        if case.priority not in ruleset.priorities:
+            return
+        due = ruleset.deadlines(case.priority, case.department, case.kind)
+        now = utcnow()
+        for field_name, delta in (("first_response_due", due.first_response),
+                                  ("resolution_due", due.resolution)):
+            current = getattr(case, field_name)
+            if delta is not None and (current is None or now + delta < current):
+                setattr(case, field_name, now + delta)
 
     def _record_automatic(self, db: Session, stage: Stage, thread: Thread) -> Outcome:
         """Bounces and auto-replies: noted on the case they answer, never a new case."""
@@ -239,8 +255,14 @@ class Pipeline:
             stage.events.append(("no-acknowledgement", {"reason": refusal}))
             return 0
         context = self._ack_context(msg, case, decision, ruleset)
+        template = decision.template
+        if not self.templates.exists(template, case.language):
+            log.error("acknowledgement template %r (chosen by the rules) does not exist in %s; "
+                      "using 'acknowledgement'", template, self.templates.directory)
+            stage.events.append(("template-missing", {"template": template}))
+            template = "acknowledgement"
         try:
-            rendered = self.templates.render(decision.template, case.language, context)
+            rendered = self.templates.render(template, case.language, context)
         except TemplateError as exc:
             log.error("acknowledgement for %s not sent: %s", case.number, exc)
             stage.events.append(("no-acknowledgement", {"reason": str(exc)}))
@@ -249,7 +271,7 @@ class Pipeline:
             rendered = type(rendered)(f"{self.numbers.token(case.number)} {rendered.subject}",
                                       rendered.text, rendered.html)
         self._queue(db, rendered, msg, case, "acknowledgement")
-        stage.events.append(("acknowledgement-queued", {"template": decision.template,
+        stage.events.append(("acknowledgement-queued", {"template": template,
                                                         "language": case.language}))
         return 1
 
