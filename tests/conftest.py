@@ -39,7 +39,7 @@ def postgres_available() -> str | None:
         import psycopg
 
         psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3).close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"PostgreSQL at 127.0.0.1:5432 refused the test login ({exc})"
     return None
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime
-from datetime import UTC, datetime
 
 
 def msgid(domain: str = "mail.example") -> str:

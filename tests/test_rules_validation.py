@@ -63,7 +63,8 @@ def test_unknown_keys_with_suggestions(rules: Path) -> None:
 
 
 def test_unknown_top_level_key(rules: Path) -> None:
-    assert rules_only(rules, "rule:\n  - name: a\n") == ["rules/rules.yaml:1:1: unknown key 'rule' (did you mean 'rules'?)"]
+    assert rules_only(rules, "rule:\n  - name: a\n") == [
+        "rules/rules.yaml:1:1: unknown key 'rule' (did you mean 'rules'?)"]
 
 
 def test_wrong_types(rules: Path) -> None:

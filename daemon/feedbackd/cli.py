@@ -139,9 +139,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.once:
         daemon.run()
         return 0
+    failures: tuple[type[BaseException], ...] = (SourceError, *CONNECTION_ERRORS)
     try:
         intake, sent = daemon.run_once()
-    except (SourceError, *CONNECTION_ERRORS) as exc:
+    except failures as exc:
         print(f"feedbackd: cannot read mail from {settings.imap.host}:{settings.imap.port}: {exc}",
               file=sys.stderr)
         return 1

@@ -11,11 +11,11 @@ import base64
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.header import Header
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 from pathlib import Path
 
 from feedbackd import config as config_mod
@@ -137,7 +137,7 @@ data = "{work / 'data'}"
                                    "您好，我这几天在外地，回来后回复您。",
                                    extra={"Auto-Submitted": "auto-replied", "In-Reply-To": ack_id}))
         imap.append(*followups)
-        print(f"== the citizen replies to the acknowledgement, and an out-of-office arrives; run again")
+        print("== the citizen replies to the acknowledgement, and an out-of-office arrives; run again")
         intake, sent = daemon.run_once()
         print(f"   processed {intake.processed}: {intake.actions}; acknowledgements sent: {sent.sent}\n")
         daemon.engine.dispose()
@@ -150,9 +150,10 @@ data = "{work / 'data'}"
         print(f"\n== the SMTP sink received {len(sink.received)} acknowledgement(s):")
         for ack in sink.received:
             print(f"\n-- to {', '.join(ack.rcpt_tos)}: {ack.message['Subject']}")
-        if acks:
+        body = acks[0].message.get_body(("plain",)) if acks else None
+        if body is not None:
             print("\n== the first acknowledgement in full (text part):\n")
-            print(acks[0].message.get_body(("plain",)).get_content())
+            print(body.get_content())
     if keep:
         print(f"== kept {work} (database, raw messages, config)")
     else:

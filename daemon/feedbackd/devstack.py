@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes
-from email.message import Message
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -178,14 +178,16 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
-    _parsed: Message | None = field(default=None, repr=False)
+    _parsed: EmailMessage | None = field(default=None, repr=False)
 
     @property
-    def message(self) -> Message:
+    def message(self) -> EmailMessage:
         if self._parsed is None:
             from email import policy
 
-            self._parsed = message_from_bytes(self.data, policy=policy.default)
+            parsed = message_from_bytes(self.data, policy=policy.default)
+            assert isinstance(parsed, EmailMessage)
+            self._parsed = parsed
         return self._parsed
 
 

@@ -113,7 +113,7 @@ class Pipeline:
             # Another daemon (or an earlier run) stored the same message first.
             self._advance_only(cursor)
             return Outcome("duplicate", detail="stored concurrently")
-        except Exception as exc:  # noqa: BLE001 - isolate the failure to this message
+        except Exception as exc:
             log.exception("message uid=%s could not be stored; quarantined", uid)
             return self._quarantine(raw, digest, cursor, "store", f"{type(exc).__name__}: {exc}")
 

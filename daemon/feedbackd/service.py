@@ -144,7 +144,7 @@ class Daemon:
             try:
                 self.outbox.flush()
                 due = self.outbox.next_due()
-            except Exception:  # noqa: BLE001 - the sender thread must outlive any one failure
+            except Exception:
                 log.exception("outbox flush failed; trying again in 30 s")
                 due = 30.0
             self.outbox_wake.wait(timeout=min(due if due is not None else 60.0, 60.0) or 0.5)

@@ -72,7 +72,7 @@ def _collect(root: etree._Element) -> list[str]:
                 out.append(_text(elem.text, pre_depth))
             continue
         if tag in _BLOCK:
-            out.append(_PARA if tag == "p" and _PARA == _edge(tag, elem) else _BLOCK_MARK)
+            out.append(_PARA if tag == "p" and _edge(tag, elem) == _PARA else _BLOCK_MARK)
             if tag == "pre":
                 pre_depth -= 1
         elif tag == "a":
@@ -123,7 +123,7 @@ def _finish(parts: list[str]) -> str:
     for token in _MARKS.split(text):
         if token == _BREAK:
             lines.append("")
-        elif token == _BLOCK_MARK or token == _PARA:
+        elif token in (_BLOCK_MARK, _PARA):
             if lines[-1].strip(" "):  # a non-breaking space counts as content (Outlook blank lines)
                 lines.append("")
             if token == _PARA and len(lines) > 1 and lines[-2].strip(" "):

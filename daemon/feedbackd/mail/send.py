@@ -38,7 +38,7 @@ def _client(settings: SmtpSettings) -> aiosmtplib.SMTP:
         hostname=settings.host,
         port=settings.port,
         use_tls=settings.security == "ssl",
-        start_tls=True if settings.security == "starttls" else False,
+        start_tls=settings.security == "starttls",
         tls_context=context,
         timeout=settings.timeout.total_seconds(),
     )
@@ -63,21 +63,22 @@ async def _worker(settings: SmtpSettings, queue: asyncio.Queue[Envelope],
                 results.append(SendResult(item.key, True))
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 codes = [err.code for err in exc.recipients]
+                detail = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)
                 results.append(SendResult(item.key, False, all(c >= 500 for c in codes),
-                                          "recipient refused: " + "; ".join(f"{e.code} {e.message}" for e in exc.recipients)))
+                                          f"recipient refused: {detail}"))
             except aiosmtplib.SMTPResponseException as exc:
                 results.append(SendResult(item.key, False, exc.code >= 500,
                                           f"SMTP {exc.code}: {exc.message}"))
                 if exc.code in (421,) or isinstance(exc, aiosmtplib.SMTPServerDisconnected):
                     client = None
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 results.append(SendResult(item.key, False, False, f"{type(exc).__name__}: {exc}"))
                 client = None  # reconnect for the next mail
     finally:
         if client is not None and client.is_connected:
             try:
                 await client.quit()
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiosmtplib.SMTPException, OSError):
                 client.close()
 
 

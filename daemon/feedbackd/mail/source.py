@@ -143,5 +143,5 @@ def _close(client: IMAPClient) -> None:
     except Exception:  # noqa: BLE001 - closing a broken connection may fail in any way
         try:
             client.shutdown()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001
+            log.debug("closing the IMAP socket failed too: %s", exc)
