@@ -12,18 +12,18 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlmodel import Session, col, select
+from sqlalchemy.engine import Connection, RowMapping
 
 from feedbackd.config import CaseSettings
 from feedbackd.mail.message import ParsedMessage
-from feedbackd.store.models import Case, MailMessage, Participant
+from feedbackd.store import records
 
 How = Literal["headers", "token", "quoted", "new"]
 
 
 @dataclass(frozen=True)
 class Thread:
-    case: Case | None
+    case: RowMapping | None  # the case's row
     how: How
     note: str = ""  # e.g. why a token was refused
 
@@ -57,49 +57,36 @@ class CaseNumbers:
         return None
 
 
-def find_thread(db: Session, msg: ParsedMessage, numbers: CaseNumbers,
+def find_thread(conn: Connection, msg: ParsedMessage, numbers: CaseNumbers,
                 quoted_ids: list[str] | None = None) -> Thread:
     """The case this message continues, and how we know; ``Thread(None, "new")`` for a new case."""
-    case = _by_message_ids(db, [*msg.in_reply_to, *reversed(msg.references)])
+    case = _by_message_ids(conn, [*msg.in_reply_to, *reversed(msg.references)])
     if case is not None:
         return Thread(case, "headers")
     note = ""
     sender = msg.sender.addr if msg.sender else None
     for number in numbers.in_subject(msg.subject):
-        case = db.exec(select(Case).where(Case.number == number)).first()
+        case = records.case_by_number(conn, number)
         if case is None:
             note = f"subject names unknown case {number}"
             continue
-        if sender and _is_participant(db, case.id or 0, sender):
+        if sender and records.is_participant(conn, case["id"], sender):
             return Thread(case, "token")
         note = f"subject names {number} but the sender does not take part in it"
     if quoted_ids:
-        case = _by_message_ids(db, quoted_ids)
+        case = _by_message_ids(conn, quoted_ids)
         if case is not None:
             return Thread(case, "quoted")
     return Thread(None, "new", note)
 
 
-def _by_message_ids(db: Session, ids: list[str]) -> Case | None:
+def _by_message_ids(conn: Connection, ids: list[str]) -> RowMapping | None:
     ids = [i for i in dict.fromkeys(ids) if i][:50]
     if not ids:
         return None
-    row = db.exec(
-        select(MailMessage.case_id, MailMessage.message_id)
-        .where(col(MailMessage.message_id).in_(ids))
-        .where(col(MailMessage.case_id).is_not(None))
-    ).all()
-    if not row:
-        return None
+    found = records.case_ids_by_message_ids(conn, ids)
     # Prefer the ID named first (In-Reply-To, then the newest reference).
-    by_id = {message_id: case_id for case_id, message_id in row}
     for message_id in ids:
-        if message_id in by_id:
-            return db.get(Case, by_id[message_id])
+        if message_id in found:
+            return records.case_by_id(conn, found[message_id])
     return None
-
-
-def _is_participant(db: Session, case_id: int, address: str) -> bool:
-    return db.exec(
-        select(Participant.id).where(Participant.case_id == case_id, Participant.address == address)
-    ).first() is not None

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
 from feedbackd.cases import CaseNumbers, Thread, find_thread
 from feedbackd.config import Settings
@@ -32,19 +30,9 @@ from feedbackd.mail.compose import compose
 from feedbackd.mail.message import Address, ParsedMessage
 from feedbackd.mail.parse import parse_message
 from feedbackd.routing import Decision, RuleSet
-from feedbackd.store.db import session
+from feedbackd.store import records
 from feedbackd.store.files import FileStore
-from feedbackd.store.models import (
-    Case,
-    CaseEvent,
-    MailboxState,
-    MailMessage,
-    OutboxItem,
-    Participant,
-    QuarantineItem,
-    StoredAttachment,
-    utcnow,
-)
+from feedbackd.store.models import utcnow
 from feedbackd.templates import Rendered, TemplateError, Templates
 
 log = logging.getLogger(__name__)
@@ -121,201 +109,186 @@ class Pipeline:
 
     def _store(self, stage: Stage, cursor: Cursor | None) -> Outcome:
         msg = stage.msg
-        attachments = [(a, self.files.put_attachment(a.data) if not a.truncated else None)
+        attachments = [{"filename": a.filename, "content_type": a.content_type,
+                        "size": a.size or len(a.data), "truncated": a.truncated,
+                        "sha256": None if a.truncated else self.files.put_attachment(a.data)}
                        for a in msg.attachments]
-        with session(self.engine) as db:
-            key = dedupe_key(msg, stage.digest)
-            if db.exec(select(MailMessage.id).where(MailMessage.dedupe_key == key)).first() is not None:
-                self._advance(db, cursor)
-                db.commit()
+        key = dedupe_key(msg, stage.digest)
+        with self.engine.begin() as conn:  # one transaction: commits at the end of the block
+            if records.seen(conn, key):
+                self._advance(conn, cursor)
                 return Outcome("duplicate", detail=key[:80])
             quoted = guard.quoted_message_ids(stage.raw) if stage.verdict.kind != "mail" else None
-            thread = find_thread(db, msg, self.numbers, quoted)
+            thread = find_thread(conn, msg, self.numbers, quoted)
             if thread.note:
                 stage.events.append(("threading", {"note": thread.note}))
-            row = self._message_row(stage, key)
-            db.add(row)
-            db.flush()  # the incoming row first, so it sorts before our answer
             if stage.verdict.kind in ("auto-reply", "bounce"):
-                outcome = self._record_automatic(db, stage, thread)
+                case_id, outcome = self._record_automatic(conn, stage, thread)
             elif thread.case is None:
-                outcome = self._open_case(db, stage)
+                case_id, outcome = self._open_case(conn, stage, key, attachments)
             else:
-                outcome = self._join_case(db, stage, thread)
-            case_id = self._case_id(db, outcome)
-            row.case_id = case_id
-            db.add(row)
-            for attachment, sha in attachments:
-                db.add(StoredAttachment(message_id=row.id or 0, filename=attachment.filename,
-                                        content_type=attachment.content_type,
-                                        size=attachment.size or len(attachment.data),
-                                        sha256=sha, truncated=attachment.truncated))
+                case_id, outcome = self._join_case(conn, stage, thread)
+            if outcome.action != "new-case":  # a new case stored its message before answering it
+                self._store_message(conn, stage, key, case_id, attachments)
             if case_id is not None:
-                for kind, detail in stage.events:
-                    db.add(CaseEvent(case_id=case_id, kind=kind, detail=detail))
-            self._advance(db, cursor)
+                records.add_events(conn, case_id, stage.events)
+            self._advance(conn, cursor)
             self._maybe_fault("before-commit")
-            db.commit()
         self._maybe_fault("after-commit")
         log.info("uid=%s %s %s%s", stage.uid, outcome.action, outcome.case_number or "-",
                  f" ({outcome.detail})" if outcome.detail else "")
         return outcome
 
-    def _open_case(self, db: Session, stage: Stage) -> Outcome:
+    def _open_case(self, conn: Connection, stage: Stage, key: str,
+                   attachments: list[dict[str, Any]]) -> tuple[int, Outcome]:
         msg = stage.msg
         ruleset = self.rules()
         decision = ruleset.evaluate(msg)
         now = utcnow()
         sender = msg.sender
-        case = Case(
-            status="new",
-            kind=decision.kind,
-            subject=msg.subject[:500],
-            requester=sender.addr if sender else "",
-            requester_name=sender.name[:200] if sender else "",
-            language=self._language(msg),
-            priority=decision.priority,
-            department=decision.department,
-            assignee=decision.assignee,
-            tags=list(decision.tags),
-            routing=decision.to_dict(),
-            first_response_due=now + decision.first_response_due if decision.first_response_due else None,
-            resolution_due=now + decision.resolution_due if decision.resolution_due else None,
-            message_count=1,
-            created_at=now,
-            updated_at=now,
-        )
-        db.add(case)
-        db.flush()
-        case.number = self.numbers.format(case.id or 0)
+        case: dict[str, Any] = {
+            "status": "new",
+            "kind": decision.kind,
+            "subject": msg.subject[:500],
+            "requester": sender.addr if sender else "",
+            "requester_name": sender.name[:200] if sender else "",
+            "language": self._language(msg),
+            "priority": decision.priority,
+            "department": decision.department,
+            "assignee": decision.assignee,
+            "tags": list(decision.tags),
+            "routing": decision.to_dict(),
+            "first_response_due": now + decision.first_response_due if decision.first_response_due else None,
+            "resolution_due": now + decision.resolution_due if decision.resolution_due else None,
+            "message_count": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        case_id = records.insert_case(conn, case)
+        case["id"], case["number"] = case_id, self.numbers.format(case_id)
+        records.update_case(conn, case_id, {"number": case["number"]})
         if sender:
-            db.add(Participant(case_id=case.id or 0, address=sender.addr, role="requester"))
+            records.add_participant(conn, case_id, sender.addr, "requester")
+        self._store_message(conn, stage, key, case_id, attachments)
         stage.events.append(("opened", {"verdict": stage.verdict.kind}))
-        stage.events.append(("routed", decision.to_dict()))
-        queued = self._acknowledge(db, stage, case, decision, ruleset)
-        return Outcome("new-case", case.number, queued=queued)
+        stage.events.append(("routed", case["routing"]))
+        queued = self._acknowledge(conn, stage, case, decision, ruleset)
+        return case_id, Outcome("new-case", case["number"], queued=queued)
 
-    def _join_case(self, db: Session, stage: Stage, thread: Thread) -> Outcome:
-        case = thread.case
-        assert case is not None
-        case.message_count += 1
-        case.updated_at = utcnow()
-        if case.status in ("resolved", "closed", "waiting"):
-            stage.events.append(("reopened", {"from": case.status}))
-            case.status = "open"
+    def _join_case(self, conn: Connection, stage: Stage, thread: Thread) -> tuple[int, Outcome]:
+        assert thread.case is not None
+        case = dict(thread.case)
+        changes: dict[str, Any] = {"message_count": case["message_count"] + 1, "updated_at": utcnow()}
+        if case["status"] in ("resolved", "closed", "waiting"):
+            stage.events.append(("reopened", {"from": case["status"]}))
+            changes["status"] = "open"
         ruleset = self.rules()
-        raised = ruleset.evaluate_followup(stage.msg, case.priority)
-        if raised is not None and raised.priority != case.priority:
-            stage.events.append(("priority-raised", {"from": case.priority, "to": raised.priority,
+        raised = ruleset.evaluate_followup(stage.msg, case["priority"])
+        if raised is not None and raised.priority != case["priority"]:
+            stage.events.append(("priority-raised", {"from": case["priority"], "to": raised.priority,
                                                      "rules": raised.to_dict().get("hits", [])}))
-            case.priority = raised.priority
-            case.tags = list(dict.fromkeys([*case.tags, *raised.tags]))
-            self._tighten_deadlines(case, ruleset)
+            changes["priority"] = raised.priority
+            changes["tags"] = list(dict.fromkeys([*case["tags"], *raised.tags]))
+            changes.update(_tighter_deadlines({**case, **changes}, ruleset))
         stage.events.append(("message", {"threaded_by": thread.how}))
-        db.add(case)
-        return Outcome("joined", case.number, detail=f"by {thread.how}")
+        records.update_case(conn, case["id"], changes)
+        return case["id"], Outcome("joined", case["number"], detail=f"by {thread.how}")
 
-    @staticmethod
-    def _tighten_deadlines(case: Case, ruleset: RuleSet) -> None:
-        """A raised priority brings its (shorter) deadlines forward; it never pushes one back."""
-        if case.priority not in ruleset.priorities:
-            return
-        due = ruleset.deadlines(case.priority, case.department, case.kind)
-        now = utcnow()
-        for field_name, delta in (("first_response_due", due.first_response),
-                                  ("resolution_due", due.resolution)):
-            current = getattr(case, field_name)
-            if delta is not None and (current is None or now + delta < current):
-                setattr(case, field_name, now + delta)
-
-    def _record_automatic(self, db: Session, stage: Stage, thread: Thread) -> Outcome:
+    def _record_automatic(self, conn: Connection, stage: Stage, thread: Thread) -> tuple[int | None, Outcome]:
         """Bounces and auto-replies: noted on the case they answer, never a new case."""
-        case = thread.case
         reason = stage.verdict.reason or stage.verdict.kind
-        if case is None:
-            return Outcome("recorded", None, detail=f"{stage.verdict.kind} answering no known case ({reason})")
-        case.message_count += 1
-        case.updated_at = utcnow()
-        db.add(case)
+        if thread.case is None:
+            return None, Outcome("recorded", None,
+                                 detail=f"{stage.verdict.kind} answering no known case ({reason})")
+        case = thread.case
+        records.update_case(conn, case["id"], {"message_count": case["message_count"] + 1,
+                                               "updated_at": utcnow()})
         stage.events.append((stage.verdict.kind, {"reason": reason, "threaded_by": thread.how}))
-        return Outcome("recorded", case.number, detail=f"{stage.verdict.kind} ({reason})")
+        return case["id"], Outcome("recorded", case["number"], detail=f"{stage.verdict.kind} ({reason})")
 
-    def _acknowledge(self, db: Session, stage: Stage, case: Case, decision: Decision,
+    def _acknowledge(self, conn: Connection, stage: Stage, case: dict[str, Any], decision: Decision,
                      ruleset: RuleSet) -> int:
         msg = stage.msg
-        refusal = guard.reply_refusal(msg, stage.verdict, self.own)
-        if refusal is None and not self.settings.acknowledgement.enabled:
-            refusal = "acknowledgements are switched off"
+        refusal = self._refusal(conn, msg, stage.verdict)
         if refusal is None and decision.suppress_ack:
             refusal = "a rule suppresses the acknowledgement"
-        if refusal is None and self._rate_limited(db, case.requester):
-            refusal = (f"rate limit: {self.settings.acknowledgement.rate_limit} acknowledgements per "
-                       f"{self.settings.acknowledgement.rate_window} to this sender")
         if refusal is not None:
             stage.events.append(("no-acknowledgement", {"reason": refusal}))
             return 0
         context = self._ack_context(msg, case, decision, ruleset)
         template = decision.template
-        if not self.templates.exists(template, case.language):
+        if not self.templates.exists(template, case["language"]):
             log.error("acknowledgement template %r (chosen by the rules) does not exist in %s; "
                       "using 'acknowledgement'", template, self.templates.directory)
             stage.events.append(("template-missing", {"template": template}))
             template = "acknowledgement"
         try:
-            rendered = self.templates.render(template, case.language, context)
+            rendered = self.templates.render(template, case["language"], context)
         except TemplateError as exc:
-            log.error("acknowledgement for %s not sent: %s", case.number, exc)
+            log.error("acknowledgement for %s not sent: %s", case["number"], exc)
             stage.events.append(("no-acknowledgement", {"reason": str(exc)}))
             return 0
-        if case.number and self.numbers.token(case.number) not in rendered.subject:
-            rendered = type(rendered)(f"{self.numbers.token(case.number)} {rendered.subject}",
-                                      rendered.text, rendered.html)
-        self._queue(db, rendered, msg, case, "acknowledgement")
-        stage.events.append(("acknowledgement-queued", {"template": template,
-                                                        "language": case.language}))
+        token = self.numbers.token(case["number"])
+        if token not in rendered.subject:
+            rendered = Rendered(f"{token} {rendered.subject}", rendered.text, rendered.html)
+        self._queue(conn, rendered, msg, case, "acknowledgement")
+        stage.events.append(("acknowledgement-queued", {"template": template, "language": case["language"]}))
         return 1
 
-    def _queue(self, db: Session, rendered: Rendered, msg: ParsedMessage, case: Case | None,
+    def _refusal(self, conn: Connection, msg: ParsedMessage, verdict: guard.Verdict) -> str | None:
+        """Why no automatic answer may go to this message's sender (None: one may)."""
+        refusal = guard.reply_refusal(msg, verdict, self.own)
+        if refusal is None and not self.settings.acknowledgement.enabled:
+            refusal = "acknowledgements are switched off"
+        if refusal is None and msg.sender and self._rate_limited(conn, msg.sender.addr):
+            ack = self.settings.acknowledgement
+            refusal = f"rate limit: {ack.rate_limit} automatic answers per {ack.rate_window} to this sender"
+        return refusal
+
+    def _queue(self, conn: Connection, rendered: Rendered, msg: ParsedMessage, case: dict[str, Any] | None,
                purpose: str) -> None:
         """An automatic answer to ``msg``: recorded as the case's outgoing message and queued."""
         assert msg.sender is not None
+        mailbox = self.settings.mailbox
         outgoing = compose(
             rendered,
-            sender=Address(self.settings.mailbox.name, self.settings.mailbox.address),
+            sender=Address(mailbox.name, mailbox.address),
             recipient=msg.sender,
             in_reply_to=msg.message_id,
             references=[*msg.references, msg.message_id] if msg.message_id else msg.references,
             automatic=True,
-            case_number=case.number if case else None,
+            case_number=case["number"] if case else None,
         )
-        case_id = case.id if case else None
-        db.add(MailMessage(case_id=case_id, direction="out", kind=purpose,
-                           message_id=outgoing.message_id, dedupe_key=f"out:{outgoing.message_id}",
-                           in_reply_to=msg.message_id, from_addr=self.settings.mailbox.address,
-                           from_name=self.settings.mailbox.name, to_addrs=[outgoing.recipient],
-                           subject=rendered.subject, date=utcnow(), text=rendered.text))
-        db.add(OutboxItem(case_id=case_id, purpose=purpose, message_id=outgoing.message_id,
-                          mail_from=outgoing.mail_from, recipient=outgoing.recipient, raw=outgoing.raw))
+        case_id = case["id"] if case else None
+        records.insert_message(conn, {
+            "case_id": case_id, "direction": "out", "kind": purpose, "message_id": outgoing.message_id,
+            "dedupe_key": f"out:{outgoing.message_id}", "in_reply_to": msg.message_id,
+            "from_addr": mailbox.address, "from_name": mailbox.name, "to_addrs": [outgoing.recipient],
+            "subject": rendered.subject, "date": utcnow(), "text": rendered.text,
+        })
+        records.queue_mail(conn, {"case_id": case_id, "purpose": purpose, "message_id": outgoing.message_id,
+                                  "mail_from": outgoing.mail_from, "recipient": outgoing.recipient,
+                                  "raw": outgoing.raw})
 
     # -- helpers ----------------------------------------------------------------------------------
 
     def _mailbox_context(self) -> dict[str, str]:
         return {"name": self.settings.mailbox.name, "address": self.settings.mailbox.address}
 
-    def _ack_context(self, msg: ParsedMessage, case: Case, decision: Decision,
+    def _ack_context(self, msg: ParsedMessage, case: dict[str, Any], decision: Decision,
                      ruleset: RuleSet) -> dict[str, Any]:
         department = ruleset.department(decision.department) if decision.department else None
         return {
             "case": {
-                "number": case.number,
-                "token": self.numbers.token(case.number or ""),
-                "subject": case.subject,
-                "kind": case.kind,
-                "priority": case.priority,
-                "department": case.department,
+                "number": case["number"],
+                "token": self.numbers.token(case["number"]),
+                "subject": case["subject"],
+                "kind": case["kind"],
+                "priority": case["priority"],
+                "department": case["department"],
                 "department_name": department.name if department else None,
-                "first_response_due": _local(case.first_response_due),
-                "resolution_due": _local(case.resolution_due),
+                "first_response_due": _local(case["first_response_due"]),
+                "resolution_due": _local(case["resolution_due"]),
             },
             "requester_name": msg.sender.name if msg.sender else "",
             "mailbox": self._mailbox_context(),
@@ -335,79 +308,62 @@ class Pipeline:
             return "zh-CN"
         return self.settings.mailbox.language
 
-    def _rate_limited(self, db: Session, address: str) -> bool:
+    def _rate_limited(self, conn: Connection, address: str) -> bool:
         limit = self.settings.acknowledgement.rate_limit
         if limit <= 0:
             return False
         since = utcnow() - self.settings.acknowledgement.rate_window
-        count = db.exec(
-            select(func.count()).select_from(OutboxItem)
-            .where(OutboxItem.purpose == "acknowledgement", OutboxItem.recipient == address)
-            .where(col(OutboxItem.created_at) >= since)
-        ).one()
-        return int(count) >= limit
+        return records.automatic_mail_since(conn, address, since) >= limit
 
-    def _message_row(self, stage: Stage, key: str) -> MailMessage:
+    def _store_message(self, conn: Connection, stage: Stage, key: str, case_id: int | None,
+                       attachments: list[dict[str, Any]]) -> None:
         msg = stage.msg
-        return MailMessage(
-            direction="in",
-            kind="mail" if stage.verdict.kind in ("mail", "bulk") else stage.verdict.kind,
-            message_id=msg.message_id,
-            dedupe_key=key,
-            in_reply_to=msg.in_reply_to[0] if msg.in_reply_to else None,
-            references=msg.references[-50:],
-            from_addr=msg.sender.addr if msg.sender else "",
-            from_name=msg.sender.name[:200] if msg.sender else "",
-            to_addrs=[a.addr for a in msg.to][:100],
-            cc_addrs=[a.addr for a in msg.cc][:100],
-            subject=msg.subject[:1000],
-            date=_utc(msg.date),
-            text=msg.text,
-            raw_sha256=stage.digest,
-            mailbox_uid=stage.uid,
-            defects=msg.defects[:50],
-        )
+        row = records.insert_message(conn, {
+            "case_id": case_id,
+            "direction": "in",
+            "kind": "mail" if stage.verdict.kind in ("mail", "bulk") else stage.verdict.kind,
+            "message_id": msg.message_id,
+            "dedupe_key": key,
+            "in_reply_to": msg.in_reply_to[0] if msg.in_reply_to else None,
+            "references": msg.references[-50:],
+            "from_addr": msg.sender.addr if msg.sender else "",
+            "from_name": msg.sender.name[:200] if msg.sender else "",
+            "to_addrs": [a.addr for a in msg.to][:100],
+            "cc_addrs": [a.addr for a in msg.cc][:100],
+            "subject": msg.subject[:1000],
+            "date": _utc(msg.date),
+            "text": msg.text,
+            "raw_sha256": stage.digest,
+            "mailbox_uid": stage.uid,
+            "defects": msg.defects[:50],
+        })
+        records.add_attachments(conn, row, attachments)
 
-    def _case_id(self, db: Session, outcome: Outcome) -> int | None:
-        if outcome.case_number is None:
-            return None
-        return db.exec(select(Case.id).where(Case.number == outcome.case_number)).first()
-
-    def _advance(self, db: Session, cursor: Cursor | None) -> None:
-        if cursor is None:
-            return
-        db.execute(update(MailboxState).where(col(MailboxState.key) == cursor.key)
-                   .where(col(MailboxState.last_uid) < cursor.uid)
-                   .values(last_uid=cursor.uid, updated_at=utcnow()))
+    def _advance(self, conn: Connection, cursor: Cursor | None) -> None:
+        if cursor is not None:
+            records.advance_cursor(conn, cursor.key, cursor.uid)
 
     def _advance_only(self, cursor: Cursor | None) -> None:
-        with session(self.engine) as db:
-            self._advance(db, cursor)
-            db.commit()
+        with self.engine.begin() as conn:
+            self._advance(conn, cursor)
 
     def _quarantine(self, raw: bytes, digest: str, cursor: Cursor | None, stage: str,
                     reason: str) -> Outcome:
         head = _headers_only(raw)
-        with session(self.engine) as db:
-            item = QuarantineItem(mailbox_uid=cursor.uid if cursor else None, raw_sha256=digest,
-                                  size=len(raw), stage=stage, reason=reason[:1000],
-                                  subject=head.subject[:300] if head else "",
-                                  sender=head.sender.addr if head and head.sender else "")
-            db.add(item)
-            notice = self._quarantine_notice(db, head) if head else "headers unreadable"
-            self._advance(db, cursor)
-            db.commit()
-            log.warning("uid=%s quarantined as #%s at stage %s: %s (sender notice: %s)", item.mailbox_uid,
-                        item.id, stage, reason[:200], notice)
+        with self.engine.begin() as conn:
+            item = records.insert_quarantine(conn, {
+                "mailbox_uid": cursor.uid if cursor else None, "raw_sha256": digest, "size": len(raw),
+                "stage": stage, "reason": reason[:1000], "subject": head.subject[:300] if head else "",
+                "sender": head.sender.addr if head and head.sender else ""})
+            notice = self._quarantine_notice(conn, head) if head else "headers unreadable"
+            self._advance(conn, cursor)
+        log.warning("uid=%s quarantined as #%s at stage %s: %s (sender notice: %s)",
+                    cursor.uid if cursor else None, item, stage, reason[:200], notice)
         return Outcome("quarantined", detail=f"{stage}: {reason}", queued=int(notice == "queued"))
 
-    def _quarantine_notice(self, db: Session, head: ParsedMessage) -> str:
+    def _quarantine_notice(self, conn: Connection, head: ParsedMessage) -> str:
         """Tell the sender a person will look at the message: the right answer when we cannot file it."""
-        refusal = guard.reply_refusal(head, guard.classify(head), self.own)
-        if refusal is None and not self.settings.acknowledgement.enabled:
-            refusal = "acknowledgements are switched off"
-        if refusal is None and head.sender and self._rate_limited(db, head.sender.addr):
-            refusal = "rate limit"
+        refusal = self._refusal(conn, head, guard.classify(head))
         if refusal is not None:
             return f"not sent: {refusal}"
         context = {"mailbox": self._mailbox_context(),
@@ -416,12 +372,26 @@ class Pipeline:
             rendered = self.templates.render("quarantine-notice", self._language(head), context)
         except TemplateError as exc:
             return f"not sent: {exc}"
-        self._queue(db, rendered, head, None, "acknowledgement")
+        self._queue(conn, rendered, head, None, "acknowledgement")
         return "queued"
 
     def _maybe_fault(self, point: str) -> None:
         if self.fault == point:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _tighter_deadlines(case: dict[str, Any], ruleset: RuleSet) -> dict[str, datetime]:
+    """A raised priority brings its (shorter) deadlines forward; it never pushes one back."""
+    if case["priority"] not in ruleset.priorities:
+        return {}
+    due = ruleset.deadlines(case["priority"], case["department"], case["kind"])
+    now = utcnow()
+    changes = {}
+    for name, delta in (("first_response_due", due.first_response), ("resolution_due", due.resolution)):
+        current = case[name]
+        if delta is not None and (current is None or now + delta < current):
+            changes[name] = now + delta
+    return changes
 
 
 def dedupe_key(msg: ParsedMessage, digest: str) -> str:

@@ -6,10 +6,11 @@ the Cc list of the mail we answer.
 
 from __future__ import annotations
 
+import base64
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.policy import SMTP
+from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid
 
 from feedbackd.mail.message import Address
@@ -49,25 +50,70 @@ def compose(
     case_number: str | None = None,
     message_id: str | None = None,
 ) -> Outgoing:
+    """The wire bytes of one mail: multipart/alternative (text + HTML) or text only, base64 UTF-8.
+
+    Written out directly rather than through ``EmailMessage``: the header registry of
+    ``policy.default`` costs milliseconds per mail, and this is every acknowledgement's path.
+    """
     message_id = message_id or new_message_id(sender.addr)
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr((clean_header_text(sender.name, 80), sender.addr))
-    msg["To"] = formataddr((clean_header_text(recipient.name, 80), recipient.addr))
-    msg["Subject"] = clean_header_text(rendered.subject, 250)
-    msg["Date"] = format_datetime(datetime.now(UTC), usegmt=True)
-    msg["Message-ID"] = f"<{message_id}>"
+    headers = [
+        ("From", _address(sender)),
+        ("To", _address(recipient)),
+        ("Subject", _encode(clean_header_text(rendered.subject, 250))),
+        ("Date", format_datetime(datetime.now(UTC), usegmt=True)),
+        ("Message-ID", f"<{message_id}>"),
+    ]
     if in_reply_to:
-        msg["In-Reply-To"] = f"<{in_reply_to}>"
-    refs = [ref for ref in references if ref][-MAX_REFERENCES:]
+        headers.append(("In-Reply-To", f"<{_clean_id(in_reply_to)}>"))
+    refs = [_clean_id(ref) for ref in references if ref][-MAX_REFERENCES:]
     if refs:
-        msg["References"] = " ".join(f"<{ref}>" for ref in refs)
+        headers.append(("References", "\r\n ".join(f"<{ref}>" for ref in refs)))
     if automatic:
-        msg["Auto-Submitted"] = "auto-replied"
-        msg["X-Auto-Response-Suppress"] = "All"  # asks Exchange not to answer our answer
+        headers.append(("Auto-Submitted", "auto-replied"))
+        headers.append(("X-Auto-Response-Suppress", "All"))  # asks Exchange not to answer our answer
     if case_number:
-        msg["X-Feedbackd-Case"] = case_number
-    msg.set_content(rendered.text, charset="utf-8", cte="base64")
+        headers.append(("X-Feedbackd-Case", case_number))
+    headers.append(("MIME-Version", "1.0"))
     if rendered.html:
-        msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="base64")
+        boundary = f"=_fb_{uuid.uuid4().hex}"
+        headers.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+        body = b"".join(f"--{boundary}\r\n".encode() + _head(part_headers) + payload + b"\r\n"
+                        for part_headers, payload in (_part("plain", rendered.text), _part("html", rendered.html)))
+        body += f"--{boundary}--\r\n".encode()
+    else:
+        part_headers, body = _part("plain", rendered.text)
+        headers.extend(part_headers)
     return Outgoing(message_id=message_id, mail_from=sender.addr, recipient=recipient.addr,
-                    raw=msg.as_bytes())
+                    raw=_head(headers) + body)
+
+
+def _head(headers: list[tuple[str, str]]) -> bytes:
+    return ("".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n").encode("ascii")
+
+
+def _part(subtype: str, content: str) -> tuple[list[tuple[str, str]], bytes]:
+    """One text part: its headers and its base64 UTF-8 body with CRLF lines."""
+    data = content.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+    headers = [("Content-Type", f"text/{subtype}; charset=utf-8"), ("Content-Transfer-Encoding", "base64")]
+    return headers, base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _encode(text: str) -> str:
+    """A header value as RFC 2047 encoded words where it is not plain ASCII, folded for SMTP."""
+    if text.isascii():
+        return text
+    return Header(text, "utf-8", maxlinelen=76, header_name="Subject").encode().replace("\n", "\r\n")
+
+
+def _address(address: Address) -> str:
+    name = clean_header_text(address.name, 80).replace('"', "'")
+    if not name:
+        return address.addr
+    if name.isascii():
+        return formataddr((name, address.addr))
+    return f"{Header(name, 'utf-8').encode()} <{address.addr}>"
+
+
+def _clean_id(value: str) -> str:
+    """A Message-ID as we repeat it: no brackets, spaces or control characters."""
+    return "".join(ch for ch in value if ch.isprintable() and ch not in " <>\t")[:250]
