@@ -21,12 +21,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "daemon"))
 
-from feedbackd.mail.message import ParsedMessage
-from feedbackd.mail.parse import parse_message
-from feedbackd.routing import RuleSet, load_ruleset
+from feedbackd.mail.message import ParsedMessage  # noqa: E402 - after the sys.path line
+from feedbackd.mail.parse import parse_message  # noqa: E402 - after the sys.path line
+from feedbackd.routing import RuleSet, load_ruleset  # noqa: E402 - after the sys.path line
 
-ZH_WORDS = ["快递", "配送", "物流", "延迟", "退款", "支付失败", "扣款", "质量问题", "破损", "假货", "过期", "变质", "态度", "服务差", "推诿", "隐私", "个人信息", "泄露", "骚扰电话", "噪音", "扰民", "路灯", "垃圾", "清运", "物业", "停车", "电梯", "漏水", "停水", "停电", "燃气", "起火", "危险", "受伤", "儿童", "学校", "医院", "挂号", "公交", "地铁", "线路", "站台", "绿化", "公园", "长椅", "道路", "施工", "占道", "违建", "养犬", "油烟", "排污", "河道", "空气", "建议", "表扬", "感谢", "意见", "投诉", "咨询", "发票", "合同", "押金", "维修", "安装", "售后", "客服", "热线", "网点", "窗口", "排队", "预约", "证件", "社保", "公积金", "户口", "补贴", "菜市场", "价格", "缺斤少两", "外卖", "骑手", "超时"]
-EN_WORDS = ["delivery", "parcel", "courier", "refund", "payment", "charged", "twice", "broken", "damaged", "expired", "rude", "staff", "privacy", "data", "leaked", "noise", "street", "light", "rubbish", "collection", "lift", "water", "leak", "outage", "gas", "fire", "danger", "injured", "school", "hospital", "bus", "route", "park", "bench", "roadworks", "parking", "suggestion", "praise", "thanks", "complaint", "invoice", "contract", "deposit", "repair", "warranty", "hotline", "appointment", "queue", "pension", "subsidy", "market", "price", "takeaway", "rider", "late"]
+ZH_WORDS = (
+    '快递 配送 物流 延迟 退款 支付失败 扣款 质量问题 破损 假货 过期 变质 态度 服务差 推诿 隐私 个人信息 泄露 骚扰电话 噪音 扰民 路灯 垃圾 清运 物业 停车 电梯 漏水 停水 停电 '
+    '燃气 起火 危险 受伤 儿童 学校 医院 挂号 公交 地铁 线路 站台 绿化 公园 长椅 道路 施工 占道 违建 养犬 油烟 排污 河道 空气 建议 表扬 感谢 意见 投诉 咨询 发票 合同 押金 '
+    '维修 安装 售后 客服 热线 网点 窗口 排队 预约 证件 社保 公积金 户口 补贴 菜市场 价格 缺斤少两 外卖 骑手 超时'
+).split()
+EN_WORDS = (
+    'delivery parcel courier refund payment charged twice broken damaged expired rude staff privacy data '
+    'leaked noise street light rubbish collection lift water leak outage gas fire danger injured school '
+    'hospital bus route park bench roadworks parking suggestion praise thanks complaint invoice contract '
+    'deposit repair warranty hotline appointment queue pension subsidy market price takeaway rider late'
+).split()
 ZH_FILLER = (
     "您好，我是本市居民，想反映一个情况。", "这个问题已经持续了很长时间，给我们的生活带来了很大不便。",
     "之前打过电话，但一直没有得到答复。", "希望有关部门能够重视，尽快处理。", "具体情况如下：",

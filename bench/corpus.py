@@ -16,9 +16,9 @@ acknowledged once" is "each complaint sender got exactly one mail".  Automatic m
 that never file a complaint (office staff, MAILER-DAEMON) and bounces name recipients outside the corpus.
 
 Messages are built as raw bytes (CRLF) one at a time: ``generate(n, seed)`` is lazy and its memory does
-not grow with n (the schedule streams too; replies answer one of the last 2,000 complaints).  Each message's content comes
-from its own ``random.Random`` seeded with (seed, index), so a reply can re-derive the complaint it
-answers without keeping it, and ``expected(n, seed)`` is cheap (no bodies built).
+not grow with n (the schedule streams too; replies answer one of the last 2,000 complaints).  Each
+message's content comes from its own ``random.Random`` seeded with (seed, index), so a reply can
+re-derive the complaint it answers without keeping it, and ``expected(n, seed)`` is cheap (no bodies built).
 """
 
 from __future__ import annotations
@@ -550,7 +550,8 @@ def _multipart(subtype: str, parts: list[bytes], boundary: str, extra: str = "")
     b = boundary.encode()
     body = b"".join(b"--" + b + b"\n" + part + (b"" if part.endswith(b"\n") else b"\n") for part in parts)
     body += b"--" + b + b"--\n"
-    return f"multipart/{subtype}{extra};\n\tboundary=\"{boundary}\"", b"This is a multi-part message in MIME format.\n\n" + body
+    preamble = b"This is a multi-part message in MIME format.\n\n"
+    return f"multipart/{subtype}{extra};\n\tboundary=\"{boundary}\"", preamble + body
 
 
 def _entity(content_type: str, body: bytes) -> bytes:

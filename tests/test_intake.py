@@ -292,4 +292,8 @@ def test_a_message_the_parser_cannot_read_is_quarantined_not_dropped(env: Env) -
     assert outcome.action == "quarantined" and outcome.detail.startswith("parse: ParseError")
     (row,) = json.loads(env.cli("quarantine", "list", "--json").stdout)
     assert row["stage"] == "parse" and "ParseError" in row["reason"]
-    assert (settings.paths.data / "raw" / row["raw_sha256"][:2] / f"{row['raw_sha256']}.eml").exists()
+    from feedbackd.store.db import session
+    from feedbackd.store.records import raw_message
+
+    with session(engine) as db:
+        assert raw_message(db.connection(), row["raw_sha256"]) == b" \r\n\r\n "

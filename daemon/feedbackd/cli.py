@@ -259,20 +259,22 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     from feedbackd.pipeline import Pipeline
     from feedbackd.routing import RulesWatcher
     from feedbackd.store.db import session
-    from feedbackd.store.files import FileStore
     from feedbackd.store.models import QuarantineItem
+    from feedbackd.store.records import raw_message
 
     settings = _settings(args)
     engine = _engine(settings)
-    files = FileStore(settings.paths.data)
     with session(engine) as db:
         item = db.get(QuarantineItem, args.id)
         if item is None:
             print(f"feedbackd: no quarantine entry #{args.id}", file=sys.stderr)
             return 1
-        raw = files.get_raw(item.raw_sha256)
+        raw = raw_message(db.connection(), item.raw_sha256)
+    if raw is None:
+        print(f"feedbackd: the raw message of #{args.id} is missing", file=sys.stderr)
+        return 1
     watcher = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
-    outcome = Pipeline(settings, engine, watcher.current, files=files).process(raw)
+    outcome = Pipeline(settings, engine, watcher.current).process(raw)
     if outcome.action == "quarantined":
         print(f"still failing: {outcome.detail}")
         return 1

@@ -85,7 +85,7 @@ class Pipeline:
 
     def process(self, raw: bytes, cursor: Cursor | None = None) -> Outcome:
         """Handle one message completely; never raises for a bad message."""
-        digest = self.files.put_raw(raw)
+        digest = hashlib.sha256(raw).hexdigest()
         uid = cursor.uid if cursor else None
         if len(raw) > self.settings.intake.message_max_size:
             return self._quarantine(raw, digest, cursor, "size",
@@ -118,6 +118,7 @@ class Pipeline:
             if records.seen(conn, key):
                 self._advance(conn, cursor)
                 return Outcome("duplicate", detail=key[:80])
+            records.keep_raw(conn, stage.digest, stage.raw)
             quoted = guard.quoted_message_ids(stage.raw) if stage.verdict.kind != "mail" else None
             thread = find_thread(conn, msg, self.numbers, quoted)
             if thread.note:
@@ -351,6 +352,7 @@ class Pipeline:
                     reason: str) -> Outcome:
         head = _headers_only(raw)
         with self.engine.begin() as conn:
+            records.keep_raw(conn, digest, raw)
             item = records.insert_quarantine(conn, {
                 "mailbox_uid": cursor.uid if cursor else None, "raw_sha256": digest, "size": len(raw),
                 "stage": stage, "reason": reason[:1000], "subject": head.subject[:300] if head else "",

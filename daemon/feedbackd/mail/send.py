@@ -44,50 +44,77 @@ def _client(settings: SmtpSettings) -> aiosmtplib.SMTP:
     )
 
 
-async def _worker(settings: SmtpSettings, queue: asyncio.Queue[Envelope],
-                  results: list[SendResult]) -> None:
-    client: aiosmtplib.SMTP | None = None
-    try:
-        while True:
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            try:
-                if client is None or not client.is_connected:
-                    client = _client(settings)
-                    await client.connect()
-                    if settings.username:
-                        await client.login(settings.username, settings.password)
-                await client.sendmail(item.mail_from, [item.recipient], item.raw)
-                results.append(SendResult(item.key, True))
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                codes = [err.code for err in exc.recipients]
-                detail = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)
-                results.append(SendResult(item.key, False, all(c >= 500 for c in codes),
-                                          f"recipient refused: {detail}"))
-            except aiosmtplib.SMTPResponseException as exc:
-                results.append(SendResult(item.key, False, exc.code >= 500,
-                                          f"SMTP {exc.code}: {exc.message}"))
-                if exc.code in (421,) or isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                    client = None
-            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-                results.append(SendResult(item.key, False, False, f"{type(exc).__name__}: {exc}"))
-                client = None  # reconnect for the next mail
-    finally:
-        if client is not None and client.is_connected:
+class SmtpPool:
+    """Up to ``settings.connections`` SMTP sessions, kept open between batches on one event loop.
+
+    Connecting costs more than sending a mail to a nearby server, so a daemon that sends a few
+    mails at a time keeps its sessions; a session that fails is dropped and made again.
+    """
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._idle: list[aiosmtplib.SMTP] = []
+
+    async def send_all(self, envelopes: Sequence[Envelope]) -> list[SendResult]:
+        """Send every envelope; one result each, in no particular order."""
+        queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        for envelope in envelopes:
+            queue.put_nowait(envelope)
+        results: list[SendResult] = []
+        workers = min(self.settings.connections, len(envelopes)) or 1
+        await asyncio.gather(*(self._worker(queue, results) for _ in range(workers)))
+        return results
+
+    async def close(self) -> None:
+        while self._idle:
+            client = self._idle.pop()
             try:
                 await client.quit()
-            except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 client.close()
 
+    async def _session(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client
+        client = _client(self.settings)
+        await client.connect()
+        if self.settings.username:
+            await client.login(self.settings.username, self.settings.password)
+        return client
 
-async def send_all(settings: SmtpSettings, envelopes: Sequence[Envelope]) -> list[SendResult]:
-    """Send every envelope over up to ``settings.connections`` sessions; one result each."""
-    queue: asyncio.Queue[Envelope] = asyncio.Queue()
-    for envelope in envelopes:
-        queue.put_nowait(envelope)
-    results: list[SendResult] = []
-    workers = min(settings.connections, len(envelopes)) or 1
-    await asyncio.gather(*(_worker(settings, queue, results) for _ in range(workers)))
-    return results
+    async def _worker(self, queue: asyncio.Queue[Envelope], results: list[SendResult]) -> None:
+        client: aiosmtplib.SMTP | None = None
+        try:
+            while not queue.empty():
+                item = queue.get_nowait()
+                result, keep = await self._send(client, item)
+                results.append(result)
+                client = keep
+        finally:
+            if client is not None and client.is_connected:
+                self._idle.append(client)
+
+    async def _send(self, client: aiosmtplib.SMTP | None,
+                    item: Envelope) -> tuple[SendResult, aiosmtplib.SMTP | None]:
+        """Send one mail; returns its result and the session still fit for the next one."""
+        try:
+            if client is None or not client.is_connected:
+                client = await self._session()
+            await client.sendmail(item.mail_from, [item.recipient], item.raw)
+            return SendResult(item.key, True), client
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [err.code for err in exc.recipients]
+            detail = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)
+            return SendResult(item.key, False, all(c >= 500 for c in codes), f"recipient refused: {detail}"), client
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            return SendResult(item.key, False, False, f"server disconnected: {exc}"), None
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:
+                client = None  # the server is closing the session
+            return SendResult(item.key, False, exc.code >= 500, f"SMTP {exc.code}: {exc.message}"), client
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            if client is not None:
+                client.close()
+            return SendResult(item.key, False, False, f"{type(exc).__name__}: {exc}"), None

@@ -16,6 +16,7 @@ def connect(url: str, *, create: bool = True) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if create:
@@ -24,11 +25,18 @@ def connect(url: str, *, create: bool = True) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy issues BEGIN itself (see _sqlite_begin)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash of the process loses nothing
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """Take the write lock at BEGIN: a transaction that reads, then writes, can otherwise fail
+    or stall when another thread or process committed in between (SQLITE_BUSY on upgrade)."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session(engine: Engine) -> Session:

@@ -1,4 +1,4 @@
-"""Raw messages and attachments on disk, named by their SHA-256 so writing twice is harmless.
+"""Attachments on disk, named by their SHA-256 so writing twice is harmless.
 
 A file is written (to a temporary name, then renamed) before the database row that names it is
 committed, so a crash leaves at worst an unreferenced file, never a row without its file.
@@ -27,15 +27,6 @@ class FileStore:
             tmp.write_bytes(data)
             os.replace(tmp, path)
         return digest
-
-    def put_raw(self, raw: bytes) -> str:
-        return self.put("raw", raw, ".eml")
-
-    def raw_path(self, digest: str) -> Path:
-        return self._path("raw", digest, ".eml")
-
-    def get_raw(self, digest: str) -> bytes:
-        return self.raw_path(digest).read_bytes()
 
     def put_attachment(self, data: bytes) -> str:
         return self.put("attachments", data)

@@ -27,6 +27,20 @@ class MailboxState(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class RawMessage(SQLModel, table=True):
+    """Every message exactly as fetched, for audit and reprocessing, keyed by its SHA-256.
+
+    In the database rather than in files: it then commits (or not) with the message it belongs
+    to, and one small insert is much cheaper than creating a file per message.
+    """
+
+    __tablename__ = "raw_message"
+    sha256: str = Field(primary_key=True)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    stored_at: datetime = Field(default_factory=utcnow)
+
+
 class Case(SQLModel, table=True):
     __tablename__ = "case"
     id: int | None = Field(default=None, primary_key=True)
@@ -80,7 +94,7 @@ class MailMessage(SQLModel, table=True):
     date: datetime | None = None  # the Date header, in UTC
     received_at: datetime = Field(default_factory=utcnow)
     text: str = ""
-    raw_sha256: str | None = Field(default=None, index=True)  # the raw bytes under data/raw/
+    raw_sha256: str | None = Field(default=None, index=True)  # the raw bytes in raw_message
     mailbox_uid: int | None = None
     defects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
@@ -129,7 +143,7 @@ class OutboxItem(SQLModel, table=True):
 
 
 class QuarantineItem(SQLModel, table=True):
-    """A message no stage could handle: kept (raw on disk) and listed for a person to look at."""
+    """A message no stage could handle: kept (raw_message) and listed for a person to look at."""
 
     __tablename__ = "quarantine"
     id: int | None = Field(default=None, primary_key=True)

@@ -3,7 +3,8 @@
 Intake runs a dozen statements per message; through the ORM (object construction, validation,
 unit of work) they cost several milliseconds, as Core statements a fraction of that.  The tables
 are the ORM models' own, so the CLI and views keep using the models.  Every function takes the
-Connection of the message's transaction and commits nothing itself.
+Connection of the message's transaction and commits nothing itself.  Statements are built once
+with bound parameters, so SQLAlchemy's compiled cache serves every message after the first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from feedbackd.store.models import (
@@ -23,6 +24,7 @@ from feedbackd.store.models import (
     OutboxItem,
     Participant,
     QuarantineItem,
+    RawMessage,
     StoredAttachment,
     utcnow,
 )
@@ -42,53 +44,80 @@ EVENTS = _table(CaseEvent)
 OUTBOX = _table(OutboxItem)
 QUARANTINE = _table(QuarantineItem)
 MAILBOXES = _table(MailboxState)
+RAW = _table(RawMessage)
 
 
 def _insert(conn: Connection, table: Table, values: Mapping[str, Any]) -> int:
-    result = conn.execute(insert(table).values(**values))
+    result = conn.execute(insert(table), dict(values))
     return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+_SEEN = select(MESSAGES.c.id).where(MESSAGES.c.dedupe_key == bindparam("key"))
+_CASE_BY_ID = select(CASES).where(CASES.c.id == bindparam("id"))
+_CASE_BY_NUMBER = select(CASES).where(CASES.c.number == bindparam("number"))
+_CASES_OF_IDS = (select(MESSAGES.c.message_id, MESSAGES.c.case_id)
+                 .where(MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
+                 .where(MESSAGES.c.case_id.is_not(None)))
+_PARTICIPANT = select(PARTICIPANTS.c.id).where(PARTICIPANTS.c.case_id == bindparam("case_id"),
+                                               PARTICIPANTS.c.address == bindparam("address"))
+_ANSWERS_SINCE = (select(func.count()).select_from(OUTBOX)
+                  .where(OUTBOX.c.purpose == "acknowledgement", OUTBOX.c.recipient == bindparam("recipient"),
+                         OUTBOX.c.created_at >= bindparam("since")))
+_UPDATE_CASE = update(CASES).where(CASES.c.id == bindparam("_case_id"))
+_ADVANCE = (update(MAILBOXES).where(MAILBOXES.c.key == bindparam("_key"))
+            .where(MAILBOXES.c.last_uid < bindparam("_uid")))
 
 
 # -- reads --------------------------------------------------------------------------------------
 
 
 def seen(conn: Connection, dedupe_key: str) -> bool:
-    return conn.execute(select(MESSAGES.c.id).where(MESSAGES.c.dedupe_key == dedupe_key)).first() is not None
+    return conn.execute(_SEEN, {"key": dedupe_key}).first() is not None
 
 
 def case_by_id(conn: Connection, case_id: int) -> RowMapping | None:
-    return conn.execute(select(CASES).where(CASES.c.id == case_id)).mappings().first()
+    return conn.execute(_CASE_BY_ID, {"id": case_id}).mappings().first()
 
 
 def case_by_number(conn: Connection, number: str) -> RowMapping | None:
-    return conn.execute(select(CASES).where(CASES.c.number == number)).mappings().first()
+    return conn.execute(_CASE_BY_NUMBER, {"number": number}).mappings().first()
 
 
 def case_ids_by_message_ids(conn: Connection, message_ids: Sequence[str]) -> dict[str, int]:
-    rows = conn.execute(
-        select(MESSAGES.c.message_id, MESSAGES.c.case_id)
-        .where(MESSAGES.c.message_id.in_(message_ids))
-        .where(MESSAGES.c.case_id.is_not(None))
-    )
+    rows = conn.execute(_CASES_OF_IDS, {"ids": list(message_ids)})
     return {message_id: case_id for message_id, case_id in rows}
 
 
 def is_participant(conn: Connection, case_id: int, address: str) -> bool:
-    return conn.execute(
-        select(PARTICIPANTS.c.id).where(PARTICIPANTS.c.case_id == case_id, PARTICIPANTS.c.address == address)
-    ).first() is not None
+    return conn.execute(_PARTICIPANT, {"case_id": case_id, "address": address}).first() is not None
 
 
 def automatic_mail_since(conn: Connection, recipient: str, since: datetime) -> int:
     """How many automatic answers (acknowledgements, notices) went to this address since then."""
-    return int(conn.execute(
-        select(func.count()).select_from(OUTBOX)
-        .where(OUTBOX.c.purpose == "acknowledgement", OUTBOX.c.recipient == recipient,
-               OUTBOX.c.created_at >= since)
-    ).scalar_one())
+    return int(conn.execute(_ANSWERS_SINCE, {"recipient": recipient, "since": since}).scalar_one())
+
+
+def raw_message(conn: Connection, sha256: str) -> bytes | None:
+    row = conn.execute(select(RAW.c.data).where(RAW.c.sha256 == sha256)).first()
+    return bytes(row[0]) if row else None
 
 
 # -- writes -------------------------------------------------------------------------------------
+
+
+def keep_raw(conn: Connection, sha256: str, raw: bytes) -> None:
+    """Store the raw bytes once; the same bytes again (a replay, a duplicate) are left alone."""
+    values = {"sha256": sha256, "size": len(raw), "data": raw, "stored_at": utcnow()}
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(RAW).on_conflict_do_nothing(), values)
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(RAW).on_conflict_do_nothing(), values)
+    elif conn.execute(select(RAW.c.sha256).where(RAW.c.sha256 == sha256)).first() is None:
+        conn.execute(insert(RAW), values)
 
 
 def insert_case(conn: Connection, values: Mapping[str, Any]) -> int:
@@ -96,11 +125,11 @@ def insert_case(conn: Connection, values: Mapping[str, Any]) -> int:
 
 
 def update_case(conn: Connection, case_id: int, values: Mapping[str, Any]) -> None:
-    conn.execute(update(CASES).where(CASES.c.id == case_id).values(**values))
+    conn.execute(_UPDATE_CASE, {"_case_id": case_id, **values})
 
 
 def add_participant(conn: Connection, case_id: int, address: str, role: str) -> None:
-    conn.execute(insert(PARTICIPANTS).values(case_id=case_id, address=address, role=role))
+    conn.execute(insert(PARTICIPANTS), {"case_id": case_id, "address": address, "role": role})
 
 
 def insert_message(conn: Connection, values: Mapping[str, Any]) -> int:
@@ -134,5 +163,4 @@ def insert_quarantine(conn: Connection, values: Mapping[str, Any]) -> int:
 
 def advance_cursor(conn: Connection, key: str, uid: int) -> None:
     """Move the folder's cursor forward (never back: several daemons may share it)."""
-    conn.execute(update(MAILBOXES).where(MAILBOXES.c.key == key).where(MAILBOXES.c.last_uid < uid)
-                 .values(last_uid=uid, updated_at=utcnow()))
+    conn.execute(_ADVANCE, {"_key": key, "_uid": uid, "last_uid": uid, "updated_at": utcnow()})
