@@ -35,7 +35,7 @@ def test_sigkill_loses_nothing_and_duplicates_nothing(env_db: Env, point: str) -
     assert killed.returncode == -signal.SIGKILL
     assert env.sink.received == []  # killed before anything was sent
     after_crash = cases(env)
-    assert len(after_crash) == (0 if point == "before-commit" else 1)
+    assert len(after_crash) == (0 if point == "before-commit" else 3)  # one transaction for the batch
     again = env.cli("run", "--once")
     assert again.returncode == 0, again.stderr
     assert len(cases(env)) == 3

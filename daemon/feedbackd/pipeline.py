@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,7 @@ from feedbackd.templates import Rendered, TemplateError, Templates
 
 log = logging.getLogger(__name__)
 
+COMMIT_EVERY = 100  # messages per transaction when a backlog is drained
 FAULT_ENV = "FEEDBACKD_FAULT"  # test hook: "before-commit" or "after-commit" kills the process there
 EXCERPT_CHARS = 240
 
@@ -55,6 +56,7 @@ class Outcome:
     case_number: str | None = None
     detail: str = ""
     queued: int = 0  # outgoing mails queued
+    uid: int | None = None  # the message's IMAP UID, when it came from IMAP
 
 
 @dataclass
@@ -81,63 +83,107 @@ class Pipeline:
         self.own = settings.mailbox.own_addresses
         self.fault = os.environ.get(FAULT_ENV, "")
 
-    # -- the entry point ---------------------------------------------------------------------------
+    # -- the entry points -------------------------------------------------------------------------
 
     def process(self, raw: bytes, cursor: Cursor | None = None) -> Outcome:
-        """Handle one message completely; never raises for a bad message."""
+        """Handle one message completely and commit; never raises for a bad message."""
+        (outcome,) = self.process_many([(raw, cursor)])
+        return outcome
+
+    def process_many(self, items: Iterable[tuple[bytes, Cursor | None]],
+                     commit_every: int = COMMIT_EVERY) -> Iterator[Outcome]:
+        """Handle messages in order, committing every ``commit_every`` (group commit).
+
+        Each message runs in a savepoint of its own, so one failing message is rolled back alone
+        and quarantined while the others go on; the cursor advances in the same transaction.  An
+        outcome is yielded only after its transaction committed, so nothing is sent (or flagged
+        on the server) for work a crash could still undo.
+        """
+        conn: Connection | None = None
+        done: list[Outcome] = []
+        last: Cursor | None = None
+        try:
+            for raw, cursor in items:
+                if conn is None:
+                    conn = self.engine.connect()
+                    conn.begin()
+                outcome = self._process_one(conn, raw, cursor)
+                outcome.uid = cursor.uid if cursor else None
+                done.append(outcome)
+                last = cursor or last
+                if len(done) >= commit_every:
+                    self._commit(conn, last)
+                    conn.close()
+                    conn = None
+                    yield from done
+                    done = []
+            if conn is not None:
+                self._commit(conn, last)
+                yield from done
+        finally:
+            if conn is not None:
+                conn.close()  # rolls back whatever did not commit
+
+    def _commit(self, conn: Connection, cursor: Cursor | None) -> None:
+        if cursor is not None:
+            records.advance_cursor(conn, cursor.key, cursor.uid)
+        self._maybe_fault("before-commit")
+        conn.commit()
+        self._maybe_fault("after-commit")
+
+    def _process_one(self, conn: Connection, raw: bytes, cursor: Cursor | None) -> Outcome:
         digest = hashlib.sha256(raw).hexdigest()
         uid = cursor.uid if cursor else None
         if len(raw) > self.settings.intake.message_max_size:
-            return self._quarantine(raw, digest, cursor, "size",
+            return self._quarantine(conn, raw, digest, uid, "size",
                                     f"message of {len(raw)} bytes is over intake.message_max_size")
         try:
             msg = parse_message(raw, attachment_limit=self.settings.intake.attachment_max_size)
         except Exception as exc:  # noqa: BLE001 - any parser failure is this message's problem only
-            return self._quarantine(raw, digest, cursor, "parse", f"{type(exc).__name__}: {exc}")
+            return self._quarantine(conn, raw, digest, uid, "parse", f"{type(exc).__name__}: {exc}")
         stage = Stage(raw, digest, uid, msg, guard.classify(msg))
+        savepoint = conn.begin_nested()
         try:
-            return self._store(stage, cursor)
+            outcome = self._store(conn, stage)
         except IntegrityError:
             # Another daemon (or an earlier run) stored the same message first.
-            self._advance_only(cursor)
+            savepoint.rollback()
             return Outcome("duplicate", detail="stored concurrently")
         except Exception as exc:
+            savepoint.rollback()
             log.exception("message uid=%s could not be stored; quarantined", uid)
-            return self._quarantine(raw, digest, cursor, "store", f"{type(exc).__name__}: {exc}")
+            return self._quarantine(conn, raw, digest, uid, "store", f"{type(exc).__name__}: {exc}")
+        savepoint.commit()
+        log.info("uid=%s %s %s%s", uid, outcome.action, outcome.case_number or "-",
+                 f" ({outcome.detail})" if outcome.detail else "")
+        return outcome
 
     # -- stages -----------------------------------------------------------------------------------
 
-    def _store(self, stage: Stage, cursor: Cursor | None) -> Outcome:
+    def _store(self, conn: Connection, stage: Stage) -> Outcome:
         msg = stage.msg
+        key = dedupe_key(msg, stage.digest)
+        if records.seen(conn, key):
+            return Outcome("duplicate", detail=key[:80])
         attachments = [{"filename": a.filename, "content_type": a.content_type,
                         "size": a.size or len(a.data), "truncated": a.truncated,
                         "sha256": None if a.truncated else self.files.put_attachment(a.data)}
                        for a in msg.attachments]
-        key = dedupe_key(msg, stage.digest)
-        with self.engine.begin() as conn:  # one transaction: commits at the end of the block
-            if records.seen(conn, key):
-                self._advance(conn, cursor)
-                return Outcome("duplicate", detail=key[:80])
-            records.keep_raw(conn, stage.digest, stage.raw)
-            quoted = guard.quoted_message_ids(stage.raw) if stage.verdict.kind != "mail" else None
-            thread = find_thread(conn, msg, self.numbers, quoted)
-            if thread.note:
-                stage.events.append(("threading", {"note": thread.note}))
-            if stage.verdict.kind in ("auto-reply", "bounce"):
-                case_id, outcome = self._record_automatic(conn, stage, thread)
-            elif thread.case is None:
-                case_id, outcome = self._open_case(conn, stage, key, attachments)
-            else:
-                case_id, outcome = self._join_case(conn, stage, thread)
-            if outcome.action != "new-case":  # a new case stored its message before answering it
-                self._store_message(conn, stage, key, case_id, attachments)
-            if case_id is not None:
-                records.add_events(conn, case_id, stage.events)
-            self._advance(conn, cursor)
-            self._maybe_fault("before-commit")
-        self._maybe_fault("after-commit")
-        log.info("uid=%s %s %s%s", stage.uid, outcome.action, outcome.case_number or "-",
-                 f" ({outcome.detail})" if outcome.detail else "")
+        records.keep_raw(conn, stage.digest, stage.raw)
+        quoted = guard.quoted_message_ids(stage.raw) if stage.verdict.kind != "mail" else None
+        thread = find_thread(conn, msg, self.numbers, quoted)
+        if thread.note:
+            stage.events.append(("threading", {"note": thread.note}))
+        if stage.verdict.kind in ("auto-reply", "bounce"):
+            case_id, outcome = self._record_automatic(conn, stage, thread)
+        elif thread.case is None:
+            case_id, outcome = self._open_case(conn, stage, key, attachments)
+        else:
+            case_id, outcome = self._join_case(conn, stage, thread)
+        if outcome.action != "new-case":  # a new case stored its message before answering it
+            self._store_message(conn, stage, key, case_id, attachments)
+        if case_id is not None:
+            records.add_events(conn, case_id, stage.events)
         return outcome
 
     def _open_case(self, conn: Connection, stage: Stage, key: str,
@@ -340,27 +386,17 @@ class Pipeline:
         })
         records.add_attachments(conn, row, attachments)
 
-    def _advance(self, conn: Connection, cursor: Cursor | None) -> None:
-        if cursor is not None:
-            records.advance_cursor(conn, cursor.key, cursor.uid)
-
-    def _advance_only(self, cursor: Cursor | None) -> None:
-        with self.engine.begin() as conn:
-            self._advance(conn, cursor)
-
-    def _quarantine(self, raw: bytes, digest: str, cursor: Cursor | None, stage: str,
+    def _quarantine(self, conn: Connection, raw: bytes, digest: str, uid: int | None, stage: str,
                     reason: str) -> Outcome:
         head = _headers_only(raw)
-        with self.engine.begin() as conn:
-            records.keep_raw(conn, digest, raw)
-            item = records.insert_quarantine(conn, {
-                "mailbox_uid": cursor.uid if cursor else None, "raw_sha256": digest, "size": len(raw),
-                "stage": stage, "reason": reason[:1000], "subject": head.subject[:300] if head else "",
-                "sender": head.sender.addr if head and head.sender else ""})
-            notice = self._quarantine_notice(conn, head) if head else "headers unreadable"
-            self._advance(conn, cursor)
-        log.warning("uid=%s quarantined as #%s at stage %s: %s (sender notice: %s)",
-                    cursor.uid if cursor else None, item, stage, reason[:200], notice)
+        records.keep_raw(conn, digest, raw)
+        item = records.insert_quarantine(conn, {
+            "mailbox_uid": uid, "raw_sha256": digest, "size": len(raw), "stage": stage,
+            "reason": reason[:1000], "subject": head.subject[:300] if head else "",
+            "sender": head.sender.addr if head and head.sender else ""})
+        notice = self._quarantine_notice(conn, head) if head else "headers unreadable"
+        log.warning("uid=%s quarantined as #%s at stage %s: %s (sender notice: %s)", uid, item, stage,
+                    reason[:200], notice)
         return Outcome("quarantined", detail=f"{stage}: {reason}", queued=int(notice == "queued"))
 
     def _quarantine_notice(self, conn: Connection, head: ParsedMessage) -> str:

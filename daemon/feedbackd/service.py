@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -76,13 +77,11 @@ class Daemon:
         if uids:
             log.info("%d new message(s) in %s", len(uids), self.settings.imap.folder)
         done: list[int] = []
-        for uid, raw in self.source.fetch(uids):
-            if self.stopping.is_set():
-                break
-            outcome = self.pipeline.process(raw, Cursor(self.source.key, uid))
+        for outcome in self.pipeline.process_many(self._fetched(uids)):
             report.processed += 1
             report.actions[outcome.action] = report.actions.get(outcome.action, 0) + 1
-            done.append(uid)
+            if outcome.uid is not None:
+                done.append(outcome.uid)
             if outcome.queued:
                 self.outbox_wake.set()
             if len(done) >= self.settings.imap.batch_size:
@@ -90,6 +89,12 @@ class Daemon:
                 done = []
         self.source.mark_processed(done)
         return report
+
+    def _fetched(self, uids: list[int]) -> Iterator[tuple[bytes, Cursor]]:
+        for uid, raw in self.source.fetch(uids):
+            if self.stopping.is_set():
+                return  # what was handled so far still commits
+            yield raw, Cursor(self.source.key, uid)
 
     # -- one pass ---------------------------------------------------------------------------------
 
