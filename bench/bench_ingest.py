@@ -96,7 +96,7 @@ def measure(argv: list[str], workdir: Path, name: str, timeout: float,
     stdout_path, stderr_path = workdir / f"{name}.out", workdir / f"{name}.err"
     time_path = workdir / f"{name}.time"
     use_time = os.access(TIME_BIN, os.X_OK)
-    full = [TIME_BIN, "-o", str(time_path), "-f", "%M"] + argv if use_time else argv
+    full = [TIME_BIN, "-o", str(time_path), "-f", "%M %U %S %e"] + argv if use_time else argv
     peak = 0
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         started = time.perf_counter()
@@ -126,8 +126,12 @@ def measure(argv: list[str], workdir: Path, name: str, timeout: float,
     if use_time:
         lines = [ln for ln in time_path.read_text().splitlines() if ln.strip()]
         # GNU time prints "Command exited with non-zero status N" before the format line.
-        peak = int(lines[-1]) if lines and lines[-1].strip().isdigit() else 0
-    return {"rc": rc, "wall": wall, "peak_rss_kb": peak, "timed_out": timed_out,
+        fields = lines[-1].split() if lines else []
+        peak = int(fields[0]) if fields and fields[0].isdigit() else 0
+        cpu = float(fields[1]) + float(fields[2]) if len(fields) >= 3 else None
+    else:
+        cpu = None
+    return {"rc": rc, "wall": wall, "peak_rss_kb": peak, "cpu_seconds": cpu, "timed_out": timed_out,
             "stdout": stdout_path, "stderr": stderr_path,
             "rss_method": "GNU time %M" if use_time else "VmHWM polled"}
 
@@ -382,7 +386,8 @@ def log(text: str) -> None:
 def fmt_rate(r: dict[str, Any]) -> str:
     if r.get("rc") != 0 and "msgs_per_s" not in r:
         return f"FAILED (exit {r.get('rc')})"
-    return f"{r['msgs_per_s']:.0f} msgs/s, {r['wall']:.2f} s, peak RSS {r['peak_rss_kb'] / 1024:.1f} MB"
+    cpu = f", CPU {r['cpu_seconds']:.2f} s" if r.get("cpu_seconds") is not None else ""
+    return f"{r['msgs_per_s']:.0f} msgs/s, {r['wall']:.2f} s{cpu}, peak RSS {r['peak_rss_kb'] / 1024:.1f} MB"
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -33,7 +33,8 @@ def test_sigkill_loses_nothing_and_duplicates_nothing(env_db: Env, point: str) -
     env.mailbox.append(mails.plain(), mails.english(), mails.html_only())
     killed = env.cli("run", "--once", env={"FEEDBACKD_FAULT": point})
     assert killed.returncode == -signal.SIGKILL
-    assert env.sink.received == []  # killed before anything was sent
+    if point == "before-commit":
+        assert env.sink.received == []  # nothing committed, so nothing may be sent
     after_crash = cases(env)
     assert len(after_crash) == (0 if point == "before-commit" else 3)  # one transaction for the batch
     again = env.cli("run", "--once")

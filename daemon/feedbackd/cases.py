@@ -70,7 +70,7 @@ def find_thread(conn: Connection, msg: ParsedMessage, numbers: CaseNumbers,
         if case is None:
             note = f"subject names unknown case {number}"
             continue
-        if sender and records.is_participant(conn, case["id"], sender):
+        if sender and (sender == case["requester"] or records.is_participant(conn, case["id"], sender)):
             return Thread(case, "token")
         note = f"subject names {number} but the sender does not take part in it"
     if quoted_ids:

@@ -214,11 +214,9 @@ class Pipeline:
         case_id = records.insert_case(conn, case)
         case["id"], case["number"] = case_id, self.numbers.format(case_id)
         records.update_case(conn, case_id, {"number": case["number"]})
-        if sender:
-            records.add_participant(conn, case_id, sender.addr, "requester")
         self._store_message(conn, stage, key, case_id, attachments)
         stage.events.append(("opened", {"verdict": stage.verdict.kind}))
-        stage.events.append(("routed", case["routing"]))
+        stage.events.append(("routed", {"rules": decision.matched}))  # the full decision is in case.routing
         queued = self._acknowledge(conn, stage, case, decision, ruleset)
         return case_id, Outcome("new-case", case["number"], queued=queued)
 

@@ -128,10 +128,6 @@ def update_case(conn: Connection, case_id: int, values: Mapping[str, Any]) -> No
     conn.execute(_UPDATE_CASE, {"_case_id": case_id, **values})
 
 
-def add_participant(conn: Connection, case_id: int, address: str, role: str) -> None:
-    conn.execute(insert(PARTICIPANTS), {"case_id": case_id, "address": address, "role": role})
-
-
 def insert_message(conn: Connection, values: Mapping[str, Any]) -> int:
     now = utcnow()
     return _insert(conn, MESSAGES, {"received_at": now, "defects": [], "references": [], "cc_addrs": [],
