@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -362,6 +363,11 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 f"{fb['cases']} cases, checks {'pass' if fb['ok'] else 'FAIL'}")
             if fb.get("summary_line"):
                 log(f"[{n}] feedbackd says: {fb['summary_line']}")
+                steady = re.search(r"; ([0-9.]+) s after start-up", fb["summary_line"])
+                if steady:
+                    fb["steady_msgs_per_s"] = rate = n / float(steady[1])
+                    log(f"[{n}] feedbackd without its start-up ({fb['wall'] - float(steady[1]):.2f} s): "
+                        f"{rate:.0f} msgs/s, {rate / result['raw']['msgs_per_s']:.2f} x raw")
             if fb.get("error"):
                 log(f"[{n}] feedbackd stderr (tail):\n{fb['error']}")
             if fb.get("cases_error"):

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -140,6 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.run()
         return 0
     failures: tuple[type[BaseException], ...] = (SourceError, *CONNECTION_ERRORS)
+    started = time.monotonic()
     try:
         intake, sent = daemon.run_once()
     except failures as exc:
@@ -148,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     actions = ", ".join(f"{n} {a}" for a, n in sorted(intake.actions.items())) or "nothing new"
     print(f"processed {intake.processed} message(s): {actions}; sent {sent.sent}, "
-          f"retrying {sent.retrying}, failed {sent.failed}")
+          f"retrying {sent.retrying}, failed {sent.failed}; {time.monotonic() - started:.2f} s after start-up")
     return 0
 
 
