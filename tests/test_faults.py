@@ -140,3 +140,23 @@ def test_the_daemon_polls_when_idle_is_off(env: Env) -> None:
         output, _ = daemon.communicate(timeout=20)
     assert daemon.returncode == 0
     assert "IDLE off" in output
+
+
+def test_two_daemons_sharing_one_postgresql_database_file_each_message_once(
+        mailbox, smtp_sink, pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import _env
+
+    env = _env(mailbox, smtp_sink, pg_url, tmp_path)
+    env.mailbox.append(*[mails.plain(sender=f"c{i}@qq.example", subject=f"问题 {i}") for i in range(60)])
+    first, second = (subprocess.Popen([sys.executable, "-m", "feedbackd", "run", "--once"],
+                                      env={**os.environ, "FEEDBACKD_CONFIG": str(env.config_path)},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert len(cases(env)) == 60
+    acks = env.sink.wait_for(60)
+    time.sleep(0.5)
+    assert sorted(r for a in env.sink.received for r in a.rcpt_tos) == sorted(f"c{i}@qq.example" for i in range(60))
+    assert len(acks) == 60

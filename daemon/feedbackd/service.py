@@ -25,8 +25,7 @@ from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
 from feedbackd.outbox import FlushReport, Outbox
 from feedbackd.pipeline import Cursor, Pipeline
 from feedbackd.routing import RulesWatcher
-from feedbackd.store import db
-from feedbackd.store.models import MailboxState, utcnow
+from feedbackd.store import db, records
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +56,12 @@ class Daemon:
         """The last processed UID, after checking UIDVALIDITY (a reset starts again from 0)."""
         state = self.source.state
         assert state is not None
-        with db.session(self.engine) as s:
-            row = s.get(MailboxState, state.key)
-            if row is None:
-                row = MailboxState(key=state.key, uidvalidity=state.uidvalidity, last_uid=0)
-            elif row.uidvalidity != state.uidvalidity:
-                log.warning("UIDVALIDITY of %s changed (%s → %s): reading the folder again; "
-                            "messages seen before are recognised and skipped",
-                            state.key, row.uidvalidity, state.uidvalidity)
-                row.uidvalidity, row.last_uid, row.updated_at = state.uidvalidity, 0, utcnow()
-            else:
-                return row.last_uid
-            s.add(row)
-            s.commit()
-            return row.last_uid
+        with self.engine.begin() as conn:
+            last_uid, old = records.folder_cursor(conn, state.key, state.uidvalidity)
+        if old is not None:
+            log.warning("UIDVALIDITY of %s changed (%s → %s): reading the folder again; "
+                        "messages seen before are recognised and skipped", state.key, old, state.uidvalidity)
+        return last_uid
 
     def intake(self) -> IntakeReport:
         """Process every message above the cursor; each commits on its own."""
@@ -106,8 +97,15 @@ class Daemon:
 
         The sender is a forked process, not a thread: measured on a 2,000-message backlog, a
         sender thread made the whole run slower (it competes for the GIL), while a process
-        sends on the other core as intake goes on.
+        sends on the other core as intake goes on.  Forking is only safe in a single-threaded
+        process (the CLI); embedded in a threaded program, it drains the two one after the other.
         """
+        if threading.active_count() > 1 or not hasattr(os, "fork"):
+            report = self._drain_mailbox()
+            try:
+                return report, self.outbox.flush()
+            finally:
+                self.outbox.close()
         context = multiprocessing.get_context("fork")
         intake_done = context.Event()
         results: multiprocessing.SimpleQueue[FlushReport] = context.SimpleQueue()
@@ -116,11 +114,7 @@ class Daemon:
                                  name="feedbackd-outbox", daemon=True)
         sender.start()
         try:
-            self.source.connect()
-            try:
-                report = self.intake()
-            finally:
-                self.source.close()
+            report = self._drain_mailbox()
         finally:
             intake_done.set()
             sender.join()
@@ -130,6 +124,13 @@ class Daemon:
             return report, sent
         finally:
             self.outbox.close()
+
+    def _drain_mailbox(self) -> IntakeReport:
+        self.source.connect()
+        try:
+            return self.intake()
+        finally:
+            self.source.close()
 
     # -- the daemon -------------------------------------------------------------------------------
 

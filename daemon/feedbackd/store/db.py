@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -20,8 +20,19 @@ def connect(url: str, *, create: bool = True) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     if create:
-        SQLModel.metadata.create_all(engine)
+        create_tables(engine)
     return engine
+
+
+SCHEMA_LOCK = 0x46424B44  # "FBKD": serialises table creation between daemons on PostgreSQL
+
+
+def create_tables(engine: Engine) -> None:
+    """Create missing tables; safe when several daemons start at once."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        SQLModel.metadata.create_all(conn)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -105,19 +105,38 @@ def raw_message(conn: Connection, sha256: str) -> bytes | None:
 # -- writes -------------------------------------------------------------------------------------
 
 
-def keep_raw(conn: Connection, sha256: str, raw: bytes) -> None:
-    """Store the raw bytes once; the same bytes again (a replay, a duplicate) are left alone."""
-    values = {"sha256": sha256, "size": len(raw), "data": raw, "stored_at": utcnow()}
+def _insert_if_new(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING: a row another daemon (or an earlier run) made is kept."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        conn.execute(pg_insert(RAW).on_conflict_do_nothing(), values)
+        conn.execute(pg_insert(table).on_conflict_do_nothing(), dict(values))
     elif conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        conn.execute(sqlite_insert(RAW).on_conflict_do_nothing(), values)
-    elif conn.execute(select(RAW.c.sha256).where(RAW.c.sha256 == sha256)).first() is None:
-        conn.execute(insert(RAW), values)
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), dict(values))
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(conn.dialect.name)
+
+
+def keep_raw(conn: Connection, sha256: str, raw: bytes) -> None:
+    """Store the raw bytes once; the same bytes again (a replay, a duplicate) are left alone."""
+    _insert_if_new(conn, RAW, {"sha256": sha256, "size": len(raw), "data": raw, "stored_at": utcnow()})
+
+
+def folder_cursor(conn: Connection, key: str, uidvalidity: int) -> tuple[int, int | None]:
+    """The folder's last processed UID, and the old UIDVALIDITY if it changed (then the cursor is 0)."""
+    _insert_if_new(conn, MAILBOXES, {"key": key, "uidvalidity": uidvalidity, "last_uid": 0,
+                                     "updated_at": utcnow()})
+    query = select(MAILBOXES.c.uidvalidity, MAILBOXES.c.last_uid).where(MAILBOXES.c.key == key)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    stored, last_uid = conn.execute(query).one()
+    if stored == uidvalidity:
+        return int(last_uid), None
+    conn.execute(update(MAILBOXES).where(MAILBOXES.c.key == key)
+                 .values(uidvalidity=uidvalidity, last_uid=0, updated_at=utcnow()))
+    return 0, int(stored)
 
 
 def insert_case(conn: Connection, values: Mapping[str, Any]) -> int:
