@@ -190,35 +190,6 @@ def fill(dovecot: Any, n: int, seed: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- one size
 
-CONFIG = """\
-[mailbox]
-address = "feedback@city.example"
-name = "市民反馈中心"
-language = "zh-CN"
-
-[imap]
-host = "{imap_host}"
-port = {imap_port}
-security = "none"
-username = "feedback"
-password = "secret"
-folder = "INBOX"
-
-[smtp]
-host = "{smtp_host}"
-port = {smtp_port}
-security = "none"
-username = ""
-password = ""
-
-[database]
-url = "sqlite:///{db}"
-
-[paths]
-rules = "{rules}"
-templates = "{templates}"
-data = "{data}"
-"""
 
 
 def feedbackd_command() -> list[str]:
@@ -241,13 +212,13 @@ def run_raw(dovecot: Any, workdir: Path, batch: int, mode: str, timeout: float) 
 
 
 def run_feedbackd(dovecot: Any, sink: Any, workdir: Path, exp: Any, timeout: float) -> dict[str, Any]:
+    from feedbackd.devstack import local_config, write_config
+
     data = workdir / "data"
     data.mkdir(exist_ok=True)
     config = workdir / "feedbackd.toml"
-    config.write_text(CONFIG.format(imap_host=dovecot.host, imap_port=dovecot.port, smtp_host=sink.host,
-                                    smtp_port=sink.port, db=workdir / "feedbackd.db",
-                                    rules=REPO / "rules", templates=REPO / "templates", data=data),
-                      encoding="utf-8")
+    write_config(config, local_config(imap=dovecot, smtp=sink, db_url=f"sqlite:///{workdir / 'feedbackd.db'}",
+                                      rules=REPO / "rules", templates=REPO / "templates", data=data))
     cmd = feedbackd_command()
     sink.clear()
     result = measure(cmd + ["--config", str(config), "run", "--once"], workdir, "feedbackd-run", timeout)

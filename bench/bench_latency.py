@@ -22,9 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import write_config  # noqa: E402 - after the sys.path line
-from feedbackd.devstack import Dovecot, SmtpSink  # noqa: E402
-from mails import plain  # noqa: E402
+from feedbackd.devstack import Dovecot, SmtpSink, local_config, write_config  # noqa: E402
+from mails import plain  # noqa: E402 - after the sys.path line
 
 
 def main() -> int:
@@ -33,8 +32,9 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="feedbackd-latency-"))
     with Dovecot() as imap, SmtpSink() as sink:
-        config = write_config(work, imap_port=imap.port, imap_user="feedback", imap_password="secret",
-                              smtp_port=sink.port, db_url=f"sqlite:///{work / 'feedbackd.db'}")
+        config = write_config(work / "feedbackd.toml", local_config(
+            imap=imap, smtp=sink, db_url=f"sqlite:///{work / 'feedbackd.db'}", rules=ROOT / "rules",
+            templates=ROOT / "templates", data=work / "data"))
         daemon = subprocess.Popen([sys.executable, "-m", "feedbackd", "--config", str(config), "run"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   env={**os.environ, "PYTHONPATH": str(ROOT / "daemon")})

@@ -20,7 +20,8 @@ import pytest
 
 from feedbackd import config as config_mod
 from feedbackd.config import Settings
-from feedbackd.devstack import Dovecot, SmtpSink, dovecot_binary
+from feedbackd.devstack import Dovecot, SmtpSink, dovecot_binary, local_config
+from feedbackd.devstack import write_config as devstack_write_config
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("FEEDBACKD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -116,47 +117,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-def write_config(tmp: Path, *, imap_port: int, imap_user: str, imap_password: str, smtp_port: int,
-                 db_url: str, extra: str = "", rules: Path | None = None) -> Path:
-    path = tmp / "feedbackd.toml"
-    path.write_text(f"""\
-[mailbox]
-address = "feedback@city.example"
-name = "市民反馈中心"
-language = "zh-CN"
-
-[imap]
-host = "127.0.0.1"
-port = {imap_port}
-security = "none"
-username = "{imap_user}"
-password = "{imap_password}"
-folder = "INBOX"
-poll_interval = "1s"
-idle_timeout = "30s"
-timeout = "10s"
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-username = ""
-password = ""
-timeout = "10s"
-
-[database]
-url = "{db_url}"
-
-[paths]
-rules = "{rules or REPO / 'rules'}"
-templates = "{REPO / 'templates'}"
-data = "{tmp / 'data'}"
-
-[outbox]
-retry_initial = "1s"
-retry_max = "2s"
-{extra}
-""", encoding="utf-8")
+def write_config(tmp: Path, *, mailbox: Mailbox, sink: SmtpSink, db_url: str, extra: str = "",
+                 rules: Path | None = None) -> Path:
+    """The tests' configuration: short timeouts and retry delays; ``extra`` appends TOML sections."""
+    sections = local_config(
+        imap=mailbox.server, smtp=sink, db_url=db_url, rules=rules or REPO / "rules",
+        templates=REPO / "templates", data=tmp / "data", user=mailbox.user,
+        more={"imap": {"poll_interval": "1s", "idle_timeout": "30s", "timeout": "10s"},
+              "smtp": {"timeout": "10s"}, "outbox": {"retry_initial": "1s", "retry_max": "2s"}})
+    path = devstack_write_config(tmp / "feedbackd.toml", sections)
+    if extra:
+        path.write_text(path.read_text(encoding="utf-8") + "\n" + extra, encoding="utf-8")
     return path
 
 
@@ -175,10 +146,8 @@ class Env:
         return config_mod.load(self.config_path)
 
     def reconfigure(self, extra: str = "", rules: Path | None = None) -> Settings:
-        self.config_path = write_config(
-            self.tmp, imap_port=self.mailbox.server.port, imap_user=self.mailbox.user,
-            imap_password=self.mailbox.password, smtp_port=self.sink.port, db_url=self.db_url,
-            extra=extra, rules=rules)
+        self.config_path = write_config(self.tmp, mailbox=self.mailbox, sink=self.sink, db_url=self.db_url,
+                                        extra=extra, rules=rules)
         return self.settings
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120):  # type: ignore[no-untyped-def]

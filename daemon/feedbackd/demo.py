@@ -19,7 +19,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from feedbackd import config as config_mod
-from feedbackd.devstack import Dovecot, SmtpSink, dovecot_binary
+from feedbackd.devstack import Dovecot, SmtpSink, dovecot_binary, local_config, write_config
 
 
 def _project_root() -> Path:
@@ -89,31 +89,8 @@ def run_demo(keep: bool = False) -> int:
     work = Path(tempfile.mkdtemp(prefix="feedbackd-demo-"))
     with Dovecot() as imap, SmtpSink() as sink:
         cfg = work / "feedbackd.toml"
-        cfg.write_text(f"""\
-[mailbox]
-address = "feedback@city.example"
-name = "市民反馈中心"
-language = "zh-CN"
-[imap]
-host = "127.0.0.1"
-port = {imap.port}
-security = "none"
-username = "feedback"
-password = "secret"
-folder = "INBOX"
-[smtp]
-host = "127.0.0.1"
-port = {sink.port}
-security = "none"
-username = ""
-password = ""
-[database]
-url = "sqlite:///{work / 'feedbackd.db'}"
-[paths]
-rules = "{root / 'rules'}"
-templates = "{root / 'templates'}"
-data = "{work / 'data'}"
-""", encoding="utf-8")
+        write_config(cfg, local_config(imap=imap, smtp=sink, db_url=f"sqlite:///{work / 'feedbackd.db'}",
+                                       rules=root / "rules", templates=root / "templates", data=work / "data"))
         settings = config_mod.load(cfg)
         print(f"== demo mail stack: Dovecot on 127.0.0.1:{imap.port}, SMTP sink on 127.0.0.1:{sink.port}")
         print(f"== configuration: {cfg}\n")

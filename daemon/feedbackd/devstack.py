@@ -7,6 +7,7 @@ The test suite, the demo and the benchmark all run feedbackd against these real 
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import shutil
@@ -56,6 +57,42 @@ service imap-login {{
   }}
 }}
 """
+
+
+def local_config(*, imap: Dovecot, smtp: SmtpSink, db_url: str, rules: Path, templates: Path, data: Path,
+                 user: str = "feedback",
+                 more: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Settings for feedbackd against this stack; ``more`` adds keys or sections (``{"imap": {...}}``)."""
+    sections: dict[str, dict[str, Any]] = {
+        "mailbox": {"address": "feedback@city.example", "name": "市民反馈中心", "language": "zh-CN"},
+        "imap": {"host": imap.host, "port": imap.port, "security": "none", "username": user,
+                 "password": imap.users[user], "folder": "INBOX"},
+        "smtp": {"host": smtp.host, "port": smtp.port, "security": "none", "username": "", "password": ""},
+        "database": {"url": db_url},
+        "paths": {"rules": str(rules), "templates": str(templates), "data": str(data)},
+    }
+    for name, values in (more or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    return sections
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """Write settings as TOML (strings, numbers and booleans are all a test or demo needs)."""
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
 def free_port() -> int:
