@@ -297,3 +297,18 @@ def test_a_message_the_parser_cannot_read_is_quarantined_not_dropped(env: Env) -
 
     with session(engine) as db:
         assert raw_message(db.connection(), row["raw_sha256"]) == b" \r\n\r\n "
+
+
+def test_processed_mail_stays_on_the_server_with_our_keyword(env: Env) -> None:
+    env.mailbox.append(mails.plain(), mails.english())
+    run_once(env)
+    client = env.mailbox.client()
+    try:
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search()
+        flags = client.get_flags(uids)
+    finally:
+        client.logout()
+    assert len(uids) == 2  # nothing deleted or moved
+    assert all(b"$FeedbackdProcessed" in f for f in flags.values())
+    assert all(b"\\Seen" not in f for f in flags.values())  # BODY.PEEK: still unread for people

@@ -1,12 +1,13 @@
-"""The ordered stages for one inbound message, in one direction, in one transaction.
+"""The ordered stages for one inbound message, in one direction.
 
-keep raw bytes → parse → deduplicate → loop guard → thread → route → record the case and its
-message → queue the acknowledgement in the outbox → advance the IMAP cursor → commit.
+parse → deduplicate → keep the raw bytes → loop guard → thread → route → record the case and
+its message → queue the acknowledgement in the outbox → (savepoint released) → advance the IMAP
+cursor → commit.
 
-Everything that changes the database for one message commits together, so a crash at any
-moment leaves either all of it or none of it; the raw bytes are on disk before the commit.
-A message no stage can handle is quarantined with the reason (and the cursor still advances),
-so one bad message never stops the mailbox.
+Everything a message changes in the database commits with it (its raw bytes included), so a
+crash at any moment leaves all of it or none of it.  A message no stage can handle is
+quarantined with the reason (and the cursor still advances), so one bad message never stops
+the mailbox.
 """
 
 from __future__ import annotations
