@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -113,11 +114,15 @@ class Daemon:
         sender = context.Process(target=_send_until, args=(self.settings, intake_done, results),
                                  name="feedbackd-outbox", daemon=True)
         sender.start()
+        started = time.monotonic()
         try:
             report = self._drain_mailbox()
         finally:
             intake_done.set()
+            intake_seconds = time.monotonic() - started
             sender.join()
+        log.info("intake took %.2f s; the sender finished %.2f s later", intake_seconds,
+                 time.monotonic() - started - intake_seconds)
         sent = results.get() if not results.empty() else FlushReport()
         try:
             sent.add(self.outbox.flush())  # whatever the sender left (or all of it, had it failed)
@@ -218,7 +223,7 @@ def _send_until(settings: Settings, intake_done: Any, results: Any) -> None:
             if finished:
                 break
             if not flushed.sent:
-                intake_done.wait(0.2)
+                intake_done.wait(0.05)
     except Exception:
         log.exception("the sender process failed; the rest is sent after intake")
     finally:
