@@ -160,3 +160,35 @@ def test_two_daemons_sharing_one_postgresql_database_file_each_message_once(
     time.sleep(0.5)
     assert sorted(r for a in env.sink.received for r in a.rcpt_tos) == sorted(f"c{i}@qq.example" for i in range(60))
     assert len(acks) == 60
+
+
+def test_the_daemon_waits_out_a_database_outage(mailbox, smtp_sink, pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    from conftest import _env
+
+    env = _env(mailbox, smtp_sink, pg_url, tmp_path)
+    name = pg_url.rsplit("/", 1)[1]
+
+    def admin(sql: str) -> None:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+            conn.execute(sql)
+
+    daemon = _start_daemon(env)
+    try:
+        time.sleep(1.5)
+        admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        env.mailbox.append(mails.plain())
+        time.sleep(3)
+        assert env.sink.received == []  # nothing can be recorded, so nothing is answered
+        admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert len(env.sink.wait_for(1, timeout=30)) == 1  # the mail waited on the server
+    finally:
+        admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        daemon.send_signal(signal.SIGTERM)
+        output, _ = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, output
+    assert "database unavailable" in output
+    assert "zhang.san@qq.example" not in output  # the errors carry no personal data
+    assert len(cases(env)) == 1

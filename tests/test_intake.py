@@ -300,8 +300,17 @@ def test_a_message_the_parser_cannot_read_is_quarantined_not_dropped(env: Env) -
 
 
 def test_processed_mail_stays_on_the_server_with_our_keyword(env: Env) -> None:
-    env.mailbox.append(mails.plain(), mails.english())
+    import hashlib
+
+    from feedbackd.store.db import connect, session
+    from feedbackd.store.records import raw_message
+
+    first = mails.plain()
+    env.mailbox.append(first, mails.english())
     run_once(env)
+    engine = connect(env.settings.database.url)
+    with session(engine) as db:  # the raw message is kept byte for byte, for audit and replay
+        assert raw_message(db.connection(), hashlib.sha256(first).hexdigest()) == first
     client = env.mailbox.client()
     try:
         client.select_folder("INBOX", readonly=True)

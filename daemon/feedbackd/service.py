@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from feedbackd.config import Settings
 from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
@@ -163,6 +164,12 @@ class Daemon:
                     log.warning("IMAP connection lost (%s: %s); reconnecting in %.0f s",
                                 type(exc).__name__, exc, backoff)
                     self._sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                except DBAPIError as exc:
+                    # The database is away: nothing was committed, the mail stays on the server.
+                    log.error("database unavailable (%s); retrying in %.0f s", type(exc.orig).__name__,
+                              max(backoff, 5.0))
+                    self._sleep(max(backoff, 5.0))
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 finally:
                     self.source.close()

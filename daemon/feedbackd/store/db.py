@@ -12,13 +12,18 @@ from feedbackd.store import models  # noqa: F401  (registers the tables)
 
 
 def connect(url: str, *, create: bool = True) -> Engine:
-    """An engine for ``url``; on SQLite with WAL, a busy timeout and foreign keys on."""
+    """An engine for ``url``; on SQLite with WAL, a busy timeout and foreign keys on.
+
+    ``hide_parameters``: a database error names the statement, never the values (addresses,
+    message text), so errors can be logged and stored without personal data.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if create:
         create_tables(engine)
     return engine
