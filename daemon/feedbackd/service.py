@@ -66,7 +66,7 @@ class Daemon:
         return last_uid
 
     def intake(self) -> IntakeReport:
-        """Process every message above the cursor; each commits on its own."""
+        """Process every message above the cursor (committed in groups, see Pipeline.process_many)."""
         report = IntakeReport()
         last_uid = self._cursor()
         uids = self.source.uids_after(last_uid)
