@@ -321,3 +321,16 @@ def test_processed_mail_stays_on_the_server_with_our_keyword(env: Env) -> None:
     assert len(uids) == 2  # nothing deleted or moved
     assert all(b"$FeedbackdProcessed" in f for f in flags.values())
     assert all(b"\\Seen" not in f for f in flags.values())  # BODY.PEEK: still unread for people
+
+
+def test_someone_the_citizen_copied_may_follow_up_by_token(env: Env) -> None:
+    env.mailbox.append(mails.plain(headers={"Cc": "wife@163.example"}))
+    run_once(env)
+    (case,) = cases_json(env)
+    env.mailbox.append(mails.plain(sender="wife@163.example", name="", subject=f"Re: [{case['id']}] 路灯",
+                                   body="我补充一下：是东门那根。"))
+    run_once(env)
+    (case,) = cases_json(env)
+    assert case["message_count"] == 2
+    acks = env.sink.wait_for(2, timeout=1)
+    assert [a.rcpt_tos for a in acks] == [["zhang.san@qq.example"]]  # one acknowledgement, to the requester

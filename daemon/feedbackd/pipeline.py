@@ -215,6 +215,9 @@ class Pipeline:
         case_id = records.insert_case(conn, case)
         case["id"], case["number"] = case_id, self.numbers.format(case_id)
         records.update_case(conn, case_id, {"number": case["number"]})
+        # People the citizen copied may follow up by the case token too (the requester always may).
+        copied = [a.addr for a in msg.cc if a.addr not in self.own and a.addr != case["requester"]]
+        records.add_participants(conn, case_id, copied[:20], "cc")
         self._store_message(conn, stage, key, case_id, attachments)
         stage.events.append(("opened", {"verdict": stage.verdict.kind}))
         stage.events.append(("routed", {"rules": decision.matched}))  # the full decision is in case.routing

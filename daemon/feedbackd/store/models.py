@@ -64,7 +64,7 @@ class Case(SQLModel, table=True):
 
 
 class Participant(SQLModel, table=True):
-    """Addresses besides the requester allowed to join a case by its subject token (staff, Cc'd people)."""
+    """Addresses besides the requester allowed to join a case by its subject token (Cc'd people)."""
 
     __tablename__ = "participant"
     __table_args__ = (UniqueConstraint("case_id", "address"),)

@@ -147,6 +147,12 @@ def update_case(conn: Connection, case_id: int, values: Mapping[str, Any]) -> No
     conn.execute(_UPDATE_CASE, {"_case_id": case_id, **values})
 
 
+def add_participants(conn: Connection, case_id: int, addresses: Iterable[str], role: str) -> None:
+    rows = [{"case_id": case_id, "address": address, "role": role} for address in dict.fromkeys(addresses)]
+    if rows:
+        conn.execute(insert(PARTICIPANTS), rows)
+
+
 def insert_message(conn: Connection, values: Mapping[str, Any]) -> int:
     now = utcnow()
     return _insert(conn, MESSAGES, {"received_at": now, "defects": [], "references": [], "cc_addrs": [],
