@@ -334,3 +334,17 @@ def test_someone_the_citizen_copied_may_follow_up_by_token(env: Env) -> None:
     assert case["message_count"] == 2
     acks = env.sink.wait_for(2, timeout=1)
     assert [a.rcpt_tos for a in acks] == [["zhang.san@qq.example"]]  # one acknowledgement, to the requester
+
+
+def test_attachments_over_the_limit_are_listed_but_not_stored(env: Env) -> None:
+    env.reconfigure(extra='[intake]\nattachment_max_size = "1KB"\n')
+    env.mailbox.append(mails.with_attachment(filename="../../etc/照片.jpg", data=b"\xff\xd8" * 1500),
+                       mails.with_attachment(sender="small@gmail.example", filename="小图.jpg", data=b"\xff\xd8" * 100))
+    run_once(env)
+    by_requester = {c["requester"]: c for c in cases_json(env)}
+    (big,) = case_json(env, by_requester["wang.wu@gmail.example"]["id"])["messages"][0]["attachments"]
+    assert big["filename"] == "照片.jpg" and big["size"] == 3000 and big["stored"] is False
+    (small,) = case_json(env, by_requester["small@gmail.example"]["id"])["messages"][0]["attachments"]
+    assert small["stored"] is True and small["size"] == 200
+    stored = [p for p in (env.settings.paths.data / "attachments").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in stored] == [b"\xff\xd8" * 100]  # named by hash, never by the sender
