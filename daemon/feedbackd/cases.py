@@ -29,7 +29,10 @@ class Thread:
 
 
 class CaseNumbers:
-    """Formats and recognises public numbers: ``FB-000123`` and the token ``[FB-000123]``."""
+    """Formats and recognises public numbers: ``FB-000123`` and the token ``[FB-000123]``.
+
+    The number is the case's row id with the configured prefix, so it is derived, never stored.
+    """
 
     def __init__(self, settings: CaseSettings) -> None:
         self.prefix = settings.prefix
@@ -43,17 +46,17 @@ class CaseNumbers:
     def token(self, number: str) -> str:
         return f"[{number}]"
 
-    def in_subject(self, subject: str) -> list[str]:
-        """Every case number named by a token in the subject, normalised."""
-        return [self.format(int(digits)) for digits in self._token.findall(subject)]
+    def in_subject(self, subject: str) -> list[int]:
+        """The case ids named by tokens in the subject."""
+        return [int(digits) for digits in self._token.findall(subject)]
 
-    def parse(self, text: str) -> str | None:
-        """A number as a user types it (``FB-123``, ``fb000123``, ``123``) → ``FB-000123``."""
+    def parse(self, text: str) -> int | None:
+        """The case id of a number as a user types it (``FB-000123``, ``fb123``, ``123``)."""
         match = self._number.match(text)
         if match:
-            return self.format(int(match[1]))
+            return int(match[1])
         if text.strip().isdigit():
-            return self.format(int(text))
+            return int(text)
         return None
 
 
@@ -65,14 +68,14 @@ def find_thread(conn: Connection, msg: ParsedMessage, numbers: CaseNumbers,
         return Thread(case, "headers")
     note = ""
     sender = msg.sender.addr if msg.sender else None
-    for number in numbers.in_subject(msg.subject):
-        case = records.case_by_number(conn, number)
+    for case_id in numbers.in_subject(msg.subject):
+        case = records.case_by_id(conn, case_id)
         if case is None:
-            note = f"subject names unknown case {number}"
+            note = f"subject names unknown case {numbers.format(case_id)}"
             continue
-        if sender and (sender == case["requester"] or records.is_participant(conn, case["id"], sender)):
+        if sender and (sender == case["requester"] or records.is_participant(conn, case_id, sender)):
             return Thread(case, "token")
-        note = f"subject names {number} but the sender does not take part in it"
+        note = f"subject names {numbers.format(case_id)} but the sender does not take part in it"
     if quoted_ids:
         case = _by_message_ids(conn, quoted_ids)
         if case is not None:

@@ -158,18 +158,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_cases_list(args: argparse.Namespace) -> int:
+    from feedbackd.cases import CaseNumbers
     from feedbackd.store.db import session
     from feedbackd.store.models import Case
     from feedbackd.views import case_summary
 
-    engine = _engine(_settings(args))
+    settings = _settings(args)
+    numbers = CaseNumbers(settings.cases)
+    engine = _engine(settings)
     with session(engine) as db:
         query = select(Case).order_by(col(Case.id).desc())
         if args.status:
             query = query.where(Case.status == args.status)
         if args.limit:
             query = query.limit(args.limit)
-        rows = [case_summary(case) for case in db.exec(query)]
+        rows = [case_summary(case, numbers) for case in db.exec(query)]
     if args.json:
         _print_json(rows)
         return 0
@@ -188,14 +191,15 @@ def cmd_cases_show(args: argparse.Namespace) -> int:
     from feedbackd.views import case_detail
 
     settings = _settings(args)
-    number = CaseNumbers(settings.cases).parse(args.id)
+    numbers = CaseNumbers(settings.cases)
+    case_id = numbers.parse(args.id)
     engine = _engine(settings)
     with session(engine) as db:
-        case = db.exec(select(Case).where(Case.number == number)).first() if number else None
+        case = db.get(Case, case_id) if case_id else None
         if case is None:
             print(f"feedbackd: no case {args.id}", file=sys.stderr)
             return 1
-        detail = case_detail(db, case)
+        detail = case_detail(db, case, numbers)
     if args.json:
         _print_json(detail)
         return 0
@@ -291,18 +295,15 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from feedbackd.cases import CaseNumbers
     from feedbackd.outbox import Outbox
-    from feedbackd.store.db import session
-    from feedbackd.store.models import Case
     from feedbackd.views import outbox_view
 
     settings = _settings(args)
     engine = _engine(settings)
     items = Outbox(engine, settings.smtp, settings.outbox).listing(include_sent=args.all)
-    with session(engine) as db:
-        numbers = {c.id: c.number for c in db.exec(select(Case).where(
-            col(Case.id).in_({i.case_id for i in items if i.case_id})))} if items else {}
-    rows = [outbox_view(i, numbers.get(i.case_id)) for i in items]
+    numbers = CaseNumbers(settings.cases)
+    rows = [outbox_view(i, numbers.format(i.case_id) if i.case_id else None) for i in items]
     if args.json:
         _print_json(rows)
         return 0

@@ -214,7 +214,6 @@ class Pipeline:
         }
         case_id = records.insert_case(conn, case)
         case["id"], case["number"] = case_id, self.numbers.format(case_id)
-        records.update_case(conn, case_id, {"number": case["number"]})
         # People the citizen copied may follow up by the case token too (the requester always may).
         copied = [a.addr for a in msg.cc if a.addr not in self.own and a.addr != case["requester"]]
         records.add_participants(conn, case_id, copied[:20], "cc")
@@ -241,7 +240,7 @@ class Pipeline:
             changes.update(_tighter_deadlines({**case, **changes}, ruleset))
         stage.events.append(("message", {"threaded_by": thread.how}))
         records.update_case(conn, case["id"], changes)
-        return case["id"], Outcome("joined", case["number"], detail=f"by {thread.how}")
+        return case["id"], Outcome("joined", self.numbers.format(case["id"]), detail=f"by {thread.how}")
 
     def _record_automatic(self, conn: Connection, stage: Stage, thread: Thread) -> tuple[int | None, Outcome]:
         """Bounces and auto-replies: noted on the case they answer, never a new case."""
@@ -253,7 +252,8 @@ class Pipeline:
         records.update_case(conn, case["id"], {"message_count": case["message_count"] + 1,
                                                "updated_at": utcnow()})
         stage.events.append((stage.verdict.kind, {"reason": reason, "threaded_by": thread.how}))
-        return case["id"], Outcome("recorded", case["number"], detail=f"{stage.verdict.kind} ({reason})")
+        return case["id"], Outcome("recorded", self.numbers.format(case["id"]),
+                                   detail=f"{stage.verdict.kind} ({reason})")
 
     def _acknowledge(self, conn: Connection, stage: Stage, case: dict[str, Any], decision: Decision,
                      ruleset: RuleSet) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from feedbackd.cases import CaseNumbers
 from feedbackd.store.models import (
     Case,
     CaseEvent,
@@ -26,9 +27,9 @@ def iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def case_summary(case: Case) -> dict[str, Any]:
+def case_summary(case: Case, numbers: CaseNumbers) -> dict[str, Any]:
     return {
-        "id": case.number,
+        "id": numbers.format(case.id or 0),
         "status": case.status,
         "subject": case.subject,
         "requester": case.requester,
@@ -47,7 +48,7 @@ def case_summary(case: Case) -> dict[str, Any]:
     }
 
 
-def case_detail(db: Session, case: Case) -> dict[str, Any]:
+def case_detail(db: Session, case: Case, numbers: CaseNumbers) -> dict[str, Any]:
     messages = list(db.exec(select(MailMessage).where(MailMessage.case_id == case.id)
                             .order_by(col(MailMessage.received_at), col(MailMessage.id))))
     attachments: dict[int, list[dict[str, Any]]] = {}
@@ -61,7 +62,7 @@ def case_detail(db: Session, case: Case) -> dict[str, Any]:
     events = db.exec(select(CaseEvent).where(CaseEvent.case_id == case.id)
                      .order_by(col(CaseEvent.at), col(CaseEvent.id)))
     return {
-        **case_summary(case),
+        **case_summary(case, numbers),
         "routing": case.routing,
         "messages": [message_view(m, attachments.get(m.id or 0, [])) for m in messages],
         "events": [{"at": iso(e.at), "kind": e.kind, "detail": e.detail} for e in events],

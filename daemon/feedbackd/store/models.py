@@ -43,8 +43,7 @@ class RawMessage(SQLModel, table=True):
 
 class Case(SQLModel, table=True):
     __tablename__ = "case"
-    id: int | None = Field(default=None, primary_key=True)
-    number: str | None = Field(default=None, unique=True, index=True)  # public: FB-000123
+    id: int | None = Field(default=None, primary_key=True)  # the public number is derived: FB-000123
     status: str = Field(default="new", index=True)  # new, open, waiting, resolved, closed
     kind: str = "problem"  # problem (问题反馈) or opinion (反映)
     subject: str = ""

@@ -54,7 +54,6 @@ def _insert(conn: Connection, table: Table, values: Mapping[str, Any]) -> int:
 
 _SEEN = select(MESSAGES.c.id).where(MESSAGES.c.dedupe_key == bindparam("key"))
 _CASE_BY_ID = select(CASES).where(CASES.c.id == bindparam("id"))
-_CASE_BY_NUMBER = select(CASES).where(CASES.c.number == bindparam("number"))
 _CASES_OF_IDS = (select(MESSAGES.c.message_id, MESSAGES.c.case_id)
                  .where(MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
                  .where(MESSAGES.c.case_id.is_not(None)))
@@ -77,10 +76,6 @@ def seen(conn: Connection, dedupe_key: str) -> bool:
 
 def case_by_id(conn: Connection, case_id: int) -> RowMapping | None:
     return conn.execute(_CASE_BY_ID, {"id": case_id}).mappings().first()
-
-
-def case_by_number(conn: Connection, number: str) -> RowMapping | None:
-    return conn.execute(_CASE_BY_NUMBER, {"number": number}).mappings().first()
 
 
 def case_ids_by_message_ids(conn: Connection, message_ids: Sequence[str]) -> dict[str, int]:
