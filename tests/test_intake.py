@@ -348,3 +348,30 @@ def test_attachments_over_the_limit_are_listed_but_not_stored(env: Env) -> None:
     assert small["stored"] is True and small["size"] == 200
     stored = [p for p in (env.settings.paths.data / "attachments").rglob("*") if p.is_file()]
     assert [p.read_bytes() for p in stored] == [b"\xff\xd8" * 100]  # named by hash, never by the sender
+
+
+def test_a_message_that_fails_to_store_is_quarantined_alone(env_db: Env, monkeypatch) -> None:
+    import feedbackd.pipeline as pipeline
+
+    real = pipeline.find_thread
+
+    def failing(conn, msg, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "坏" in msg.subject:
+            raise RuntimeError("storage failed for this one message")
+        return real(conn, msg, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "find_thread", failing)
+    env = env_db
+    env.mailbox.append(mails.plain(sender="a@qq.example", subject="好的一封"),
+                       mails.plain(sender="b@qq.example", subject="坏的一封"),
+                       mails.plain(sender="c@qq.example", subject="又一封好的"))
+    daemon = Daemon(env.settings)
+    intake, _ = daemon.run_once()
+    daemon.engine.dispose()
+    assert intake.actions == {"new-case": 2, "quarantined": 1}
+    assert sorted(c["requester"] for c in cases_json(env)) == ["a@qq.example", "c@qq.example"]
+    (row,) = json.loads(env.cli("quarantine", "list", "--json").stdout)
+    assert row["stage"] == "store" and "storage failed" in row["reason"] and row["from"] == "b@qq.example"
+    monkeypatch.setattr(pipeline, "find_thread", real)
+    run_once(env)  # the cursor moved past all three: nothing is processed twice
+    assert len(cases_json(env)) == 2

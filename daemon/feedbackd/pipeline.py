@@ -95,44 +95,48 @@ class Pipeline:
                      commit_every: int = COMMIT_EVERY) -> Iterator[Outcome]:
         """Handle messages in order, committing every ``commit_every`` (group commit).
 
-        Each message runs in a savepoint of its own, so one failing message is rolled back alone
-        and quarantined while the others go on; the cursor advances in the same transaction.  An
-        outcome is yielded only after its transaction committed, so nothing is sent (or flagged
-        on the server) for work a crash could still undo.
+        A group first runs optimistically in one transaction.  If a message cannot be stored,
+        the group is rolled back and run again with a savepoint around each message, so the
+        failing one is rolled back alone and quarantined while the others go on.  The cursor
+        advances in the same transaction.  An outcome is yielded only after its transaction
+        committed, so nothing is sent (or flagged on the server) for work a crash could undo.
         """
-        conn: Connection | None = None
-        done: list[Outcome] = []
-        last: Cursor | None = None
+        group: list[tuple[bytes, Cursor | None]] = []
+        for item in items:
+            group.append(item)
+            if len(group) >= commit_every:
+                yield from self._run_group(group)
+                group = []
+        if group:
+            yield from self._run_group(group)
+
+    def _run_group(self, group: list[tuple[bytes, Cursor | None]]) -> list[Outcome]:
         try:
-            for raw, cursor in items:
-                if conn is None:
-                    conn = self.engine.connect()
-                    conn.begin()
-                outcome = self._process_one(conn, raw, cursor)
+            outcomes = self._attempt(group, careful=False)
+        except _Retry:
+            outcomes = self._attempt(group, careful=True)
+        for outcome in outcomes:
+            log.info("uid=%s %s %s%s", outcome.uid, outcome.action, outcome.case_number or "-",
+                     f" ({outcome.detail})" if outcome.detail else "")
+        return outcomes
+
+    def _attempt(self, group: list[tuple[bytes, Cursor | None]], careful: bool) -> list[Outcome]:
+        outcomes = []
+        with self.engine.connect() as conn:  # closing without commit rolls back
+            conn.begin()
+            for raw, cursor in group:
+                outcome = self._process_one(conn, raw, cursor, careful)
                 outcome.uid = cursor.uid if cursor else None
-                done.append(outcome)
-                last = cursor or last
-                if len(done) >= commit_every:
-                    self._commit(conn, last)
-                    conn.close()
-                    conn = None
-                    yield from done
-                    done = []
-            if conn is not None:
-                self._commit(conn, last)
-                yield from done
-        finally:
-            if conn is not None:
-                conn.close()  # rolls back whatever did not commit
-
-    def _commit(self, conn: Connection, cursor: Cursor | None) -> None:
-        if cursor is not None:
-            records.advance_cursor(conn, cursor.key, cursor.uid)
-        self._maybe_fault("before-commit")
-        conn.commit()
+                outcomes.append(outcome)
+            last = next((cursor for _, cursor in reversed(group) if cursor is not None), None)
+            if last is not None:
+                records.advance_cursor(conn, last.key, last.uid)
+            self._maybe_fault("before-commit")
+            conn.commit()
         self._maybe_fault("after-commit")
+        return outcomes
 
-    def _process_one(self, conn: Connection, raw: bytes, cursor: Cursor | None) -> Outcome:
+    def _process_one(self, conn: Connection, raw: bytes, cursor: Cursor | None, careful: bool) -> Outcome:
         digest = hashlib.sha256(raw).hexdigest()
         uid = cursor.uid if cursor else None
         if len(raw) > self.settings.intake.message_max_size:
@@ -143,6 +147,13 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - any parser failure is this message's problem only
             return self._quarantine(conn, raw, digest, uid, "parse", f"{type(exc).__name__}: {exc}")
         stage = Stage(raw, digest, uid, msg, guard.classify(msg))
+        if not careful:
+            try:
+                return self._store(conn, stage)
+            except Exception as exc:
+                log.debug("uid=%s failed in a group (%s); the group runs again message by message", uid,
+                          type(exc).__name__)
+                raise _Retry from exc
         savepoint = conn.begin_nested()
         try:
             outcome = self._store(conn, stage)
@@ -155,8 +166,6 @@ class Pipeline:
             log.exception("message uid=%s could not be stored; quarantined", uid)
             return self._quarantine(conn, raw, digest, uid, "store", f"{type(exc).__name__}: {exc}")
         savepoint.commit()
-        log.info("uid=%s %s %s%s", uid, outcome.action, outcome.case_number or "-",
-                 f" ({outcome.detail})" if outcome.detail else "")
         return outcome
 
     # -- stages -----------------------------------------------------------------------------------
@@ -432,6 +441,10 @@ def _tighter_deadlines(case: dict[str, Any], ruleset: RuleSet) -> dict[str, date
         if delta is not None and (current is None or now + delta < current):
             changes[name] = now + delta
     return changes
+
+
+class _Retry(Exception):
+    """A message of an optimistic group failed: run the group again, message by message."""
 
 
 def dedupe_key(msg: ParsedMessage, digest: str) -> str:
