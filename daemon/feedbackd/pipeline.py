@@ -1,8 +1,8 @@
 """The ordered stages for one inbound message, in one direction.
 
 parse → deduplicate → keep the raw bytes → loop guard → thread → route → record the case and
-its message → queue the acknowledgement in the outbox → (savepoint released) → advance the IMAP
-cursor → commit.
+its message → queue the acknowledgement in the outbox → advance the IMAP cursor → commit (a
+backlog in groups, see ``process_many``).
 
 Everything a message changes in the database commits with it (its raw bytes included), so a
 crash at any moment leaves all of it or none of it.  A message no stage can handle is
