@@ -375,3 +375,14 @@ def test_a_message_that_fails_to_store_is_quarantined_alone(env_db: Env, monkeyp
     monkeypatch.setattr(pipeline, "find_thread", real)
     run_once(env)  # the cursor moved past all three: nothing is processed twice
     assert len(cases_json(env)) == 2
+
+
+def test_automatic_mail_answering_no_case_is_kept_and_listed(env: Env) -> None:
+    env.mailbox.append(mails.out_of_office(to_message_id=None, sender="someone@corp.example"),
+                       mails.bounce(original=mails.plain(message_id="not-ours@elsewhere.example")))
+    run_once(env)
+    assert cases_json(env) == []
+    rows = json.loads(env.cli("unmatched", "list", "--json").stdout)
+    assert sorted(r["kind"] for r in rows) == ["auto-reply", "bounce"]
+    assert any(r["from"] == "someone@corp.example" for r in rows)
+    assert "auto-reply" in env.cli("unmatched", "list").stdout

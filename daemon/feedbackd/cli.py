@@ -11,11 +11,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from feedbackd import __version__
 from feedbackd import config as config_mod
+from feedbackd.cases import CaseNumbers
 from feedbackd.config import ConfigError, Settings
+from feedbackd.demo import run_demo
+from feedbackd.mail.source import CONNECTION_ERRORS, SourceError
+from feedbackd.outbox import Outbox
+from feedbackd.pipeline import Pipeline
+from feedbackd.routing import RulesError, RulesWatcher, commands
+from feedbackd.routing.decision import explain
+from feedbackd.service import Daemon
+from feedbackd.store.db import connect, session
+from feedbackd.store.models import Case, MailMessage, QuarantineItem
+from feedbackd.store.records import raw_message
+from feedbackd.views import case_detail, case_summary, message_view, outbox_view, quarantine_view
 
 EXIT_USAGE = 2
 
@@ -57,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     qreplay = quarantine.add_parser("replay", help="run a quarantined message through the pipeline again")
     qreplay.add_argument("id", type=int, metavar="ID")
     qreplay.set_defaults(func=cmd_quarantine_replay)
+
+    unmatched = sub.add_parser("unmatched", help="automatic mail (bounces, auto-replies) that answers no case"
+                               ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    ulist = unmatched.add_parser("list", help="list bounces and auto-replies kept without a case")
+    ulist.add_argument("--json", action="store_true")
+    ulist.set_defaults(func=cmd_unmatched_list)
 
     outbox = sub.add_parser("outbox", help="outgoing mail waiting or failed").add_subparsers(
         dest="action", metavar="ACTION", required=True)
@@ -108,9 +127,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return config_mod.load(args.config)
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
-    from feedbackd.store.db import connect
-
+def _engine(settings: Settings) -> Engine:
     return connect(settings.database.url)
 
 
@@ -123,10 +140,6 @@ def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from feedbackd.mail.source import CONNECTION_ERRORS, SourceError
-    from feedbackd.routing import RulesError
-    from feedbackd.service import Daemon
-
     settings = _settings(args)
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)
@@ -158,11 +171,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_cases_list(args: argparse.Namespace) -> int:
-    from feedbackd.cases import CaseNumbers
-    from feedbackd.store.db import session
-    from feedbackd.store.models import Case
-    from feedbackd.views import case_summary
-
     settings = _settings(args)
     numbers = CaseNumbers(settings.cases)
     engine = _engine(settings)
@@ -185,11 +193,6 @@ def cmd_cases_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cases_show(args: argparse.Namespace) -> int:
-    from feedbackd.cases import CaseNumbers
-    from feedbackd.store.db import session
-    from feedbackd.store.models import Case
-    from feedbackd.views import case_detail
-
     settings = _settings(args)
     numbers = CaseNumbers(settings.cases)
     case_id = numbers.parse(args.id)
@@ -208,8 +211,6 @@ def cmd_cases_show(args: argparse.Namespace) -> int:
 
 
 def _print_case(d: dict[str, Any]) -> None:
-    from feedbackd.routing.decision import explain
-
     print(f"{d['id']}  {d['subject']}")
     print(f"  status {d['status']}, kind {d['kind']}, priority {d['priority']}, "
           f"department {d['department'] or '-'}, assignee {d['assignee'] or '-'}")
@@ -239,10 +240,6 @@ def _print_case(d: dict[str, Any]) -> None:
 
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
-    from feedbackd.store.db import session
-    from feedbackd.store.models import QuarantineItem
-    from feedbackd.views import quarantine_view
-
     engine = _engine(_settings(args))
     with session(engine) as db:
         query = select(QuarantineItem).order_by(col(QuarantineItem.id))
@@ -262,12 +259,6 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_replay(args: argparse.Namespace) -> int:
-    from feedbackd.pipeline import Pipeline
-    from feedbackd.routing import RulesWatcher
-    from feedbackd.store.db import session
-    from feedbackd.store.models import QuarantineItem
-    from feedbackd.store.records import raw_message
-
     settings = _settings(args)
     engine = _engine(settings)
     with session(engine) as db:
@@ -294,11 +285,23 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_outbox_list(args: argparse.Namespace) -> int:
-    from feedbackd.cases import CaseNumbers
-    from feedbackd.outbox import Outbox
-    from feedbackd.views import outbox_view
+def cmd_unmatched_list(args: argparse.Namespace) -> int:
+    engine = _engine(_settings(args))
+    with session(engine) as db:
+        query = (select(MailMessage).where(col(MailMessage.case_id).is_(None), MailMessage.direction == "in")
+                 .order_by(col(MailMessage.id)))
+        rows = [message_view(m, []) for m in db.exec(query)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no unmatched automatic mail")
+    for r in rows:
+        print(f"{r['received_at']}  {r['kind']:<10} {r['from'] or '?'}  {r['subject']}")
+    return 0
 
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _engine(settings)
     items = Outbox(engine, settings.smtp, settings.outbox).listing(include_sent=args.all)
@@ -330,20 +333,14 @@ def _rules_dir(args: argparse.Namespace, given: Path | None) -> Path:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
-    from feedbackd.routing import commands
-
     return commands.check(_rules_dir(args, args.dir), sys.stdout)
 
 
 def cmd_rules_schema(args: argparse.Namespace) -> int:
-    from feedbackd.routing import commands
-
     return commands.print_schema(sys.stdout)
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
-    from feedbackd.routing import commands
-
     return commands.dry_run(args.message, _rules_dir(args, args.rules), sys.stdout, as_json=args.json,
                             followup_priority=args.followup)
 
@@ -352,6 +349,4 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from feedbackd.demo import run_demo
-
     return run_demo(keep=args.keep)
