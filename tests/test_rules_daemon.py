@@ -154,6 +154,9 @@ def test_a_rule_naming_a_missing_template_still_gets_the_citizen_an_answer(env: 
         "rules:\n  - name: odd template\n    when: {subject: {contains: 模板}}\n"
         "    then: {template: no-such-template, stop: true}\n"), 1), encoding="utf-8")
     env.reconfigure(rules=rules)
+    check = env.cli("rules", "check", str(rules))  # with a configuration, templates are checked too
+    assert check.returncode == 1 and "'no-such-template'" in check.stdout and "zh-CN" in check.stdout
+    assert env.cli("rules", "check", str(REPO / "rules")).returncode == 0
     env.mailbox.append(mails.plain(subject="模板测试"))
     run_once(env)
     (ack,) = env.sink.wait_for(1)

@@ -77,3 +77,26 @@ def test_backoff_doubles_up_to_the_limit() -> None:
     box = Outbox(None, SMTP, OutboxSettings(retry_initial=timedelta(seconds=30),  # type: ignore[arg-type]
                                            retry_max=timedelta(minutes=5)))
     assert [box.backoff(n).total_seconds() for n in (1, 2, 3, 4, 5, 6)] == [30, 60, 120, 240, 300, 300]
+
+
+def test_a_database_from_another_version_is_refused_with_a_clear_message(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from feedbackd.cli import main
+    from feedbackd.store.db import SchemaError
+
+    path = tmp_path / "old.db"
+    connect(f"sqlite:///{path}").dispose()
+    with sqlite3.connect(path) as conn:  # as if an older version had made the outbox table
+        conn.execute("ALTER TABLE outbox DROP COLUMN claim")
+    try:
+        connect(f"sqlite:///{path}")
+    except SchemaError as exc:
+        assert "'outbox' lacks column(s) claim" in str(exc)
+    else:
+        raise AssertionError("an old schema was accepted")
+    config = tmp_path / "feedbackd.toml"
+    config.write_text(f"""[mailbox]\naddress = "feedback@city.example"\n[imap]\nhost = "127.0.0.1"\n
+username = "feedback"\n[smtp]\nhost = "127.0.0.1"\n[database]\nurl = "sqlite:///{path}"\n""")
+    assert main(["--config", str(config), "cases", "list"]) == 1
+    assert "made by an older feedbackd" in capsys.readouterr().err

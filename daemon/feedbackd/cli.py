@@ -22,12 +22,13 @@ from feedbackd.demo import run_demo
 from feedbackd.mail.source import CONNECTION_ERRORS, SourceError
 from feedbackd.outbox import Outbox
 from feedbackd.pipeline import Pipeline
-from feedbackd.routing import RulesError, RulesWatcher, commands
+from feedbackd.routing import RulesError, RuleSet, RulesWatcher, commands, load_ruleset
 from feedbackd.routing.decision import explain
 from feedbackd.service import Daemon
-from feedbackd.store.db import connect, session
+from feedbackd.store.db import SchemaError, connect, session
 from feedbackd.store.models import Case, MailMessage, QuarantineItem
 from feedbackd.store.records import raw_message
+from feedbackd.templates import LANGUAGES, Templates
 from feedbackd.views import case_detail, case_summary, message_view, outbox_view, quarantine_view
 
 EXIT_USAGE = 2
@@ -114,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"feedbackd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except SchemaError as exc:
+        print(f"feedbackd: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -333,7 +337,31 @@ def _rules_dir(args: argparse.Namespace, given: Path | None) -> Path:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
-    return commands.check(_rules_dir(args, args.dir), sys.stdout)
+    directory = _rules_dir(args, args.dir)
+    status = commands.check(directory, sys.stdout)
+    if status != 0:
+        return status
+    templates = _templates_dir(args)
+    missing = _missing_templates(load_ruleset(directory), Templates(templates)) if templates else []
+    for name, language in missing:
+        print(f"{directory}: template {name!r} is used by the rules but {templates}/{language}/"
+              f"{name}.subject.j2 does not exist (the default acknowledgement would be sent)")
+    return 1 if missing else 0
+
+
+def _templates_dir(args: argparse.Namespace) -> Path | None:
+    """The configured templates directory, or None when there is no configuration to ask."""
+    try:
+        return _settings(args).paths.templates
+    except ConfigError:
+        return None
+
+
+def _missing_templates(ruleset: RuleSet, templates: Templates) -> list[tuple[str, str]]:
+    names = {kind.template for kind in ruleset.kinds.values()}
+    names |= {rule.actions.template for rule in ruleset.rules if rule.actions.template}
+    return [(name, language) for name in sorted(names) for language in LANGUAGES
+            if not templates.exists_exactly(name, language)]
 
 
 def cmd_rules_schema(args: argparse.Namespace) -> int:

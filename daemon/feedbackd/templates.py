@@ -64,6 +64,11 @@ class Templates:
             raise TemplateError(f"template {language}/{name}.html.j2: {type(exc).__name__}: {exc}") from exc
         return Rendered(subject=" ".join(subject.split()), text=text, html=html)
 
+    def exists_exactly(self, name: str, language: str) -> bool:
+        """The template is written in this language itself (not only in the fallback one)."""
+        return (self.directory / language / f"{name}.subject.j2").is_file() and \
+            (self.directory / language / f"{name}.txt.j2").is_file()
+
     def exists(self, name: str, language: str) -> bool:
         env = self._envs.get(language) or self._envs[LANGUAGES[0]]
         try:

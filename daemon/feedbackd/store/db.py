@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -32,12 +32,27 @@ def connect(url: str, *, create: bool = True) -> Engine:
 SCHEMA_LOCK = 0x46424B44  # "FBKD": serialises table creation between daemons on PostgreSQL
 
 
+class SchemaError(Exception):
+    """The database was made by another version of feedbackd; the message says what differs."""
+
+
 def create_tables(engine: Engine) -> None:
-    """Create missing tables; safe when several daemons start at once."""
+    """Create missing tables, and refuse a database whose tables lack columns this version needs.
+
+    Safe when several daemons start at once.  There are no migrations yet: a missing column is
+    reported clearly rather than failing later in the middle of a message.
+    """
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         SQLModel.metadata.create_all(conn)
+        inspector = inspect(conn)
+        for table in SQLModel.metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = [column.name for column in table.columns if column.name not in present]
+            if missing:
+                raise SchemaError(f"{engine.url.render_as_string(hide_password=True)}: table {table.name!r} "
+                                  f"lacks column(s) {', '.join(missing)}: it was made by an older feedbackd")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
