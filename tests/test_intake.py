@@ -386,3 +386,14 @@ def test_automatic_mail_answering_no_case_is_kept_and_listed(env: Env) -> None:
     assert sorted(r["kind"] for r in rows) == ["auto-reply", "bounce"]
     assert any(r["from"] == "someone@corp.example" for r in rows)
     assert "auto-reply" in env.cli("unmatched", "list").stdout
+
+
+def test_citizen_text_is_escaped_in_the_html_acknowledgement(env: Env) -> None:
+    env.mailbox.append(mails.plain(subject='<script>alert("x")</script>路灯', name="<b>张三</b>",
+                                   body="<img src=x onerror=alert(1)>请修路灯"))
+    run_once(env)
+    (ack,) = env.sink.wait_for(1)
+    html = ack.message.get_body(("html",)).get_content()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<img" not in html and "<b>张三" not in html
+    assert "\n" not in ack.message["Subject"] and "路灯" in ack.message["Subject"]
