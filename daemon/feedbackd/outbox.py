@@ -143,7 +143,7 @@ class Outbox:
                     attempts=attempts, lease_until=None, last_error=error, **values))
 
     def backoff(self, attempts: int) -> timedelta:
-        delay = self.settings.retry_initial * (2 ** max(0, attempts - 1))
+        delay: timedelta = self.settings.retry_initial * (2 ** max(0, attempts - 1))
         return min(delay, self.settings.retry_max)
 
     def next_due(self) -> float | None:
@@ -152,7 +152,7 @@ class Outbox:
             first = conn.execute(
                 select(OUTBOX.c.next_attempt_at).where(OUTBOX.c.status.in_(("pending", "sending")))
                 .order_by(OUTBOX.c.next_attempt_at).limit(1)).scalar()
-        if first is None:
+        if not isinstance(first, datetime):
             return None
         return max(0.0, (first - utcnow()).total_seconds())
 

@@ -18,7 +18,7 @@ try:  # the parser behind ``re``; private, so everything here degrades to "no pr
     from re import _constants as _c  # type: ignore[attr-defined]
     from re import _parser as _sre  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - Python < 3.11
-    _sre = None  # type: ignore[assignment]
+    _sre = None
 
 Alternatives = frozenset[str]
 
