@@ -94,6 +94,7 @@ class ImapSettings(Section):
     batch_size: int = Field(200, ge=1, le=5000)  # messages per UID FETCH
     timeout: Duration = timedelta(seconds=30)  # socket timeout
     processed_flag: str = "$FeedbackdProcessed"  # keyword set on the server after commit ("" = none)
+    ca_file: Path | None = None  # CA bundle that signed the server's certificate (default: the system's)
 
 
 class SmtpSettings(Section):
@@ -104,6 +105,7 @@ class SmtpSettings(Section):
     password: str = ""
     timeout: Duration = timedelta(seconds=30)
     connections: int = Field(2, ge=1, le=16)  # parallel SMTP sessions for the outbox
+    ca_file: Path | None = None  # CA bundle that signed the server's certificate (default: the system's)
 
 
 class DatabaseSettings(Section):
@@ -218,7 +220,12 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     paths = PathSettings(rules=absolute(settings.paths.rules),
                          templates=absolute(settings.paths.templates),
                          data=absolute(settings.paths.data))
+    updates: dict[str, Any] = {"paths": paths}
+    for name in ("imap", "smtp"):
+        section = getattr(settings, name)
+        if section.ca_file is not None:
+            updates[name] = section.model_copy(update={"ca_file": absolute(section.ca_file)})
     url = settings.database.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
         url = "sqlite:///" + str(absolute(Path(url.removeprefix("sqlite:///"))))
-    return settings.model_copy(update={"paths": paths, "database": DatabaseSettings(url=url)})
+    return settings.model_copy(update={**updates, "database": DatabaseSettings(url=url)})

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -28,7 +29,7 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal_user}
@@ -53,7 +54,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {ssl_port}
   }}
 }}
 """
@@ -101,6 +102,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Certificate:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> Certificate:
+        directory.mkdir(parents=True, exist_ok=True)
+        ca, ca_key = directory / "ca.pem", directory / "ca.key"
+        cert, key, csr = directory / "server.pem", directory / "server.key", directory / "server.csr"
+        ext = directory / "server.ext"
+        ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\n")
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=feedbackd test CA",
+                "-keyout", str(ca_key), "-out", str(ca))
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key),
+                "-out", str(csr))
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+                "-days", "2", "-extfile", str(ext), "-out", str(cert))
+        for path in (cert, key, ca):
+            path.chmod(0o644)
+        return cls(ca, cert, key)
+
+
 def dovecot_binary() -> str | None:
     return shutil.which("dovecot") or (
         "/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None
@@ -110,10 +141,12 @@ def dovecot_binary() -> str | None:
 class Dovecot:
     """A private Dovecot instance with its own config, passwd-file and maildir in a temp dir."""
 
-    def __init__(self, users: dict[str, str] | None = None) -> None:
+    def __init__(self, users: dict[str, str] | None = None, tls: Certificate | None = None) -> None:
         self.users = users or {"feedback": "secret"}
+        self.tls = tls  # with a certificate: STARTTLS on ``port`` and implicit TLS on ``ssl_port``
         self.host = "127.0.0.1"
         self.port = 0
+        self.ssl_port = 0
         self.root = Path()
         self.conf = Path()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -131,7 +164,13 @@ class Dovecot:
         (self.root / "passwd").write_text(
             "".join(f"{user}:{{PLAIN}}{password}\n" for user, password in self.users.items())
         )
-        self.conf.write_text(DOVECOT_CONF.format(root=self.root, port=self.port, **self._ids()))
+        if self.tls is not None:
+            self.ssl_port = free_port()
+            ssl = f"ssl = yes\nssl_cert = <{self.tls.cert}\nssl_key = <{self.tls.key}"
+        else:
+            ssl = "ssl = no"
+        self.conf.write_text(DOVECOT_CONF.format(root=self.root, port=self.port, ssl=ssl, ssl_port=self.ssl_port,
+                                                 **self._ids()))
         self._proc = subprocess.Popen(
             [binary, "-F", "-c", str(self.conf)],
             stdin=subprocess.DEVNULL,
@@ -234,9 +273,10 @@ class SmtpSink:
     ``fail_with`` makes it answer every RCPT with that SMTP reply (for outage tests).
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: Certificate | None = None) -> None:
         self.host = "127.0.0.1"
         self.port = port
+        self.tls = tls  # with a certificate the sink offers STARTTLS
         self.received: list[Received] = []
         self.fail_with: str | None = None
         self._lock = threading.Lock()
@@ -264,7 +304,12 @@ class SmtpSink:
                 return "250 Message accepted"
 
         self.port = self.port or free_port()
-        self._controller = Controller(Handler(), hostname=self.host, port=self.port)
+        kwargs: dict[str, Any] = {}
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
+            kwargs["tls_context"] = context
+        self._controller = Controller(Handler(), hostname=self.host, port=self.port, **kwargs)
         self._controller.start()
         return self
 

@@ -33,7 +33,7 @@ class SendResult:
 
 
 def _client(settings: SmtpSettings) -> aiosmtplib.SMTP:
-    context = ssl.create_default_context()
+    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
     return aiosmtplib.SMTP(
         hostname=settings.host,
         port=settings.port,

@@ -51,7 +51,7 @@ class ImapSource:
 
     def connect(self) -> FolderState:
         s = self.settings
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
         client = IMAPClient(s.host, port=s.port, ssl=s.security == "ssl", ssl_context=context,
                             timeout=s.timeout.total_seconds())
         try:
