@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from feedbackd.config import SmtpSettings
+from feedbackd.mail.tls import tls_context
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,7 @@ class SendResult:
     error: str = ""
 
 
-def _client(settings: SmtpSettings) -> aiosmtplib.SMTP:
-    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+def _client(settings: SmtpSettings, context: ssl.SSLContext | None) -> aiosmtplib.SMTP:
     return aiosmtplib.SMTP(
         hostname=settings.host,
         port=settings.port,
@@ -53,6 +53,7 @@ class SmtpPool:
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
+        self._context = tls_context(settings.security, settings.ca_file)
         self._idle: list[aiosmtplib.SMTP] = []
 
     async def send_all(self, envelopes: Sequence[Envelope]) -> list[SendResult]:
@@ -78,7 +79,7 @@ class SmtpPool:
             client = self._idle.pop()
             if client.is_connected:
                 return client
-        client = _client(self.settings)
+        client = _client(self.settings, self._context)
         await client.connect()
         if self.settings.username:
             await client.login(self.settings.username, self.settings.password)

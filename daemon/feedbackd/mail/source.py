@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import imaplib
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from feedbackd.config import ImapSettings
+from feedbackd.mail.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class ImapSource:
 
     def connect(self) -> FolderState:
         s = self.settings
-        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        context = tls_context(s.security, s.ca_file)
         client = IMAPClient(s.host, port=s.port, ssl=s.security == "ssl", ssl_context=context,
                             timeout=s.timeout.total_seconds())
         try:
