@@ -74,6 +74,8 @@ SHIPPED_CASES = [
      ["服务态度 conduct"]),
     ("表扬环卫工人", "感谢我们街道的环卫工人，每天把街道打扫得很干净！", {}, "suggestions", "low", "opinion",
      ["建议与表扬 suggestion-praise"]),
+    ("表扬：窗口工作人员服务态度很好", "3号窗口的工作人员非常耐心，特此表扬。", {}, "suggestions", "low", "opinion",
+     ["建议与表扬 suggestion-praise"]),
     ("关于公交线路", "能否增加一条去新区的公交线路？", {"to": "suggestions@city.example"}, "suggestions", "low",
      "opinion", ["建议渠道 suggestions-channel"]),
     ("关于公交线路", "能否增加一条去新区的公交线路？", {"sender": "office@jiaotong.gov.cn"}, "general", "high",
