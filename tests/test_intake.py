@@ -397,3 +397,22 @@ def test_citizen_text_is_escaped_in_the_html_acknowledgement(env: Env) -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<img" not in html and "<b>张三" not in html
     assert "\n" not in ack.message["Subject"] and "路灯" in ack.message["Subject"]
+
+
+def test_fetch_batches_are_bounded_by_bytes_as_well_as_count(env: Env) -> None:
+    env.reconfigure(extra="")
+    text = env.config_path.read_text().replace('folder = "INBOX"', 'folder = "INBOX"\nbatch_bytes = "6KB"')
+    env.config_path.write_text(text)
+    env.mailbox.append(*[mails.plain(sender=f"s{i}@qq.example", body="路灯不亮。" * 150) for i in range(5)])
+    daemon = Daemon(env.settings)
+    batches: list[int] = []
+    real_fetch = daemon.source._fetch_batch
+
+    def recording(batch):  # type: ignore[no-untyped-def]
+        batches.append(len(batch))
+        return real_fetch(batch)
+
+    daemon.source._fetch_batch = recording  # type: ignore[method-assign]
+    intake, sent = daemon.run_once()
+    assert intake.actions == {"new-case": 5} and sent.sent == 5
+    assert batches and max(batches) <= 2 and sum(batches) == 5  # each message is ~3 KB

@@ -92,6 +92,7 @@ class ImapSettings(Section):
     poll_interval: Duration = timedelta(seconds=60)  # when IDLE is off or unsupported
     idle_timeout: Duration = timedelta(minutes=5)  # re-issue IDLE this often (and check the link)
     batch_size: int = Field(200, ge=1, le=5000)  # messages per UID FETCH
+    batch_bytes: Size = 32 * 1024 * 1024  # and at most this many bytes per UID FETCH
     timeout: Duration = timedelta(seconds=30)  # socket timeout
     processed_flag: str = "$FeedbackdProcessed"  # keyword set on the server after commit ("" = none)
     ca_file: Path | None = None  # CA bundle that signed the server's certificate (default: the system's)

@@ -39,6 +39,7 @@ from feedbackd.templates import Rendered, TemplateError, Templates
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 100  # messages per transaction when a backlog is drained
+GROUP_BYTES = 32 * 1024 * 1024  # ... or fewer, when they add up to this many bytes
 FAULT_ENV = "FEEDBACKD_FAULT"  # test hook: "before-commit" or "after-commit" kills the process there
 EXCERPT_CHARS = 240
 
@@ -102,11 +103,13 @@ class Pipeline:
         committed, so nothing is sent (or flagged on the server) for work a crash could undo.
         """
         group: list[tuple[bytes, Cursor | None]] = []
+        size = 0
         for item in items:
             group.append(item)
-            if len(group) >= commit_every:
+            size += len(item[0])
+            if len(group) >= commit_every or size >= GROUP_BYTES:  # memory stays flat for large mail
                 yield from self._run_group(group)
-                group = []
+                group, size = [], 0
         if group:
             yield from self._run_group(group)
 

@@ -24,6 +24,7 @@ from feedbackd.mail.tls import tls_context
 log = logging.getLogger(__name__)
 
 # What a broken or dropped connection raises (imapclient 4.1 lets all three through).
+SIZE_CHUNK = 1000  # UIDs per RFC822.SIZE query
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, IMAPClientError, imaplib.IMAP4.error)
 
 
@@ -87,21 +88,43 @@ class ImapSource:
         return sorted(uid for uid in uids if uid > last_uid)
 
     def fetch(self, uids: list[int]) -> Iterator[tuple[int, bytes]]:
-        """Raw bytes of these UIDs, in UID order, fetched ``batch_size`` at a time."""
+        """Raw bytes of these UIDs, in UID order.
+
+        Batches hold at most ``batch_size`` messages and ``batch_bytes`` bytes (sizes are asked
+        first, which is cheap), so memory stays flat however large the messages are.
+        """
+        for batch in self._batches(uids):
+            yield from self._fetch_batch(batch)
+
+    def _batches(self, uids: list[int]) -> Iterator[list[int]]:
         assert self.client is not None
-        size = self.settings.batch_size
-        for start in range(0, len(uids), size):
-            batch = uids[start:start + size]
-            data = self.client.fetch(batch, ["BODY.PEEK[]"])
-            for uid in batch:
-                item = data.get(uid)
-                if item is None:
-                    continue  # expunged meanwhile
-                raw = item.get(b"BODY[]")
-                if raw is None:
-                    continue
-                yield uid, bytes(raw)
-            del data
+        count, limit = self.settings.batch_size, self.settings.batch_bytes
+        for start in range(0, len(uids), SIZE_CHUNK):
+            chunk = uids[start:start + SIZE_CHUNK]
+            sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
+            batch: list[int] = []
+            total = 0
+            for uid in chunk:
+                size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+                if batch and (len(batch) >= count or total + size > limit):
+                    yield batch
+                    batch, total = [], 0
+                batch.append(uid)
+                total += size
+            if batch:
+                yield batch
+
+    def _fetch_batch(self, batch: list[int]) -> Iterator[tuple[int, bytes]]:
+        assert self.client is not None
+        data = self.client.fetch(batch, ["BODY.PEEK[]"])
+        for uid in batch:
+            item = data.get(uid)
+            if item is None:
+                continue  # expunged meanwhile
+            raw = item.get(b"BODY[]")
+            if raw is None:
+                continue
+            yield uid, bytes(raw)
 
     def mark_processed(self, uids: list[int]) -> None:
         """Set our keyword on processed messages, so a person browsing the mailbox can tell."""
