@@ -22,11 +22,8 @@ from feedbackd.routing.ruleset import RuleSet
 
 def check(directory: Path, out: TextIO = sys.stdout) -> int:
     """Print every problem as ``file:line:column: message`` (1), or a one-line summary (0)."""
-    try:
-        ruleset = load_ruleset(directory)
-    except RulesError as exc:
-        for problem in exc.problems:
-            print(problem, file=out)
+    ruleset = _load_or_report(directory, out)
+    if ruleset is None:
         return 1
     print(
         f"ok: {len(ruleset.rules)} rules, {len(ruleset.departments)} departments, "
@@ -34,6 +31,16 @@ def check(directory: Path, out: TextIO = sys.stdout) -> int:
         file=out,
     )
     return 0
+
+
+def _load_or_report(directory: Path, out: TextIO) -> RuleSet | None:
+    """The rule set, or None after printing every problem as ``file:line:column: message``."""
+    try:
+        return load_ruleset(directory)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem, file=out)
+        return None
 
 
 def print_schema(out: TextIO = sys.stdout) -> int:
@@ -57,11 +64,8 @@ def dry_run(
 
     With ``followup_priority`` the message is treated as a later message on a case of that priority.
     """
-    try:
-        ruleset = load_ruleset(directory)
-    except RulesError as exc:
-        for problem in exc.problems:
-            print(problem, file=out)
+    ruleset = _load_or_report(directory, out)
+    if ruleset is None:
         return 1
     try:
         msg = parse_message(eml_path.read_bytes())
