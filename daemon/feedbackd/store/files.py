@@ -30,6 +30,3 @@ class FileStore:
 
     def put_attachment(self, data: bytes) -> str:
         return self.put("attachments", data)
-
-    def attachment_path(self, digest: str) -> Path:
-        return self._path("attachments", digest, "")
