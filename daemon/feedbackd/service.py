@@ -161,7 +161,7 @@ class Daemon:
                     self._sleep(max(backoff, 30.0))
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 except CONNECTION_ERRORS as exc:
-                    log.warning("IMAP connection lost (%s: %s); reconnecting in %.0f s",
+                    log.warning("IMAP connection failed or lost (%s: %s); reconnecting in %.0f s",
                                 type(exc).__name__, exc, backoff)
                     self._sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
