@@ -100,23 +100,34 @@ class _Builder:
         self._walk(self.msg, 0, quiet=False)
         text = "\n\n".join(s.strip("\n") for s in self.segments if s.strip()).rstrip()
         subject = _WS_RUN.sub(" ", first.get("subject", "")).strip()
+        return self.assemble(headers, subject, text, html=self.html, attachments=self.attachments)
+
+    def assemble(self, headers: list[tuple[str, str]], subject: str, text: str, *, html: str | None,
+                 attachments: list[Attachment], first_defects: tuple[str, ...] = ()) -> ParsedMessage:
+        """The message from its decoded headers and the body parts found (shared with the degraded path).
+
+        The defects are gathered last: reading the address, ID and date headers may add some.
+        """
         senders = self._addresses("from")
+        in_reply_to, references = self._ids("in-reply-to"), self._ids("references")
+        to, cc, reply_to = self._addresses("to"), self._addresses("cc"), self._addresses("reply-to")
+        date = self._date()
         return ParsedMessage(
             message_id=_first_id(self.msg.get("message-id")),
-            in_reply_to=self._ids("in-reply-to"),
-            references=self._ids("references"),
+            in_reply_to=in_reply_to,
+            references=references,
             subject=subject,
             sender=senders[0] if senders else None,
-            to=self._addresses("to"),
-            cc=self._addresses("cc"),
-            reply_to=self._addresses("reply-to"),
-            date=self._date(),
+            to=to,
+            cc=cc,
+            reply_to=reply_to,
+            date=date,
             headers=headers,
             text=text,
-            html=self.html,
-            attachments=self.attachments,
+            html=html,
+            attachments=attachments,
             content_type=to_text(self.msg.get_content_type().lower()),
-            defects=_unique(self.defects),
+            defects=_unique([*first_defects, *self.defects]),
             language=detect_language(subject + "\n" + text[:_LANGUAGE_SAMPLE]),
         )
 
@@ -483,25 +494,9 @@ def _headers_only(data: bytes, reason: str) -> ParsedMessage:
         body = msg.get_payload(decode=True)  # bytes; get_payload() would replace 8-bit with U+FFFD
         raw_body = body if isinstance(body, bytes) else b""
         text, _note = decode_bytes(raw_body)
-        senders = builder._addresses("from")
         subject = next((v for k, v in headers if k.lower() == "subject"), "")
-        return ParsedMessage(
-            message_id=_first_id(msg.get("message-id")),
-            in_reply_to=builder._ids("in-reply-to"),
-            references=builder._ids("references"),
-            subject=subject,
-            sender=senders[0] if senders else None,
-            to=builder._addresses("to"),
-            cc=builder._addresses("cc"),
-            reply_to=builder._addresses("reply-to"),
-            date=builder._date(),
-            headers=headers,
-            text=text.replace("\r\n", "\n"),
-            html=None,
-            content_type=to_text(msg.get_content_type().lower()),
-            defects=[reason, *builder.defects],
-            language=detect_language(subject + "\n" + text[:_LANGUAGE_SAMPLE]),
-        )
+        return builder.assemble(headers, subject, text.replace("\r\n", "\n"), html=None, attachments=[],
+                                first_defects=(reason,))
     except Exception as exc:  # noqa: BLE001 - last resort: the whole input as text
         return _text_only(data, f"{reason}; headers unreadable too ({type(exc).__name__})")
 
