@@ -254,6 +254,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    mail_options: list[str] = field(default_factory=list)  # e.g. ["SMTPUTF8"], as given with MAIL FROM
     _parsed: EmailMessage | None = field(default=None, repr=False)
 
     @property
@@ -271,12 +272,14 @@ class SmtpSink:
     """An aiosmtpd server on loopback that keeps every mail it accepts.
 
     ``fail_with`` makes it answer every RCPT with that SMTP reply (for outage tests).
+    ``smtputf8`` makes it offer SMTPUTF8 (RFC 6531), as a server that takes UTF-8 addresses does.
     """
 
-    def __init__(self, port: int = 0, tls: Certificate | None = None) -> None:
+    def __init__(self, port: int = 0, tls: Certificate | None = None, smtputf8: bool = False) -> None:
         self.host = "127.0.0.1"
         self.port = port
         self.tls = tls  # with a certificate the sink offers STARTTLS
+        self.smtputf8 = smtputf8
         self.received: list[Received] = []
         self.fail_with: str | None = None
         self._lock = threading.Lock()
@@ -299,7 +302,8 @@ class SmtpSink:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 with sink._cond:
                     sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                                  bytes(envelope.original_content or envelope.content)))
+                                                  bytes(envelope.original_content or envelope.content),
+                                                  list(envelope.mail_options)))
                     sink._cond.notify_all()
                 return "250 Message accepted"
 
@@ -309,7 +313,8 @@ class SmtpSink:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
             kwargs["tls_context"] = context
-        self._controller = Controller(Handler(), hostname=self.host, port=self.port, **kwargs)
+        self._controller = Controller(Handler(), hostname=self.host, port=self.port,
+                                      enable_SMTPUTF8=self.smtputf8, **kwargs)
         self._controller.start()
         return self
 
