@@ -10,7 +10,7 @@ import mails
 from feedbackd.cases import CaseNumbers
 from feedbackd.config import CaseSettings
 from feedbackd.mail import guard
-from feedbackd.mail.compose import clean_header_text, compose
+from feedbackd.mail.compose import clean_header_text, compose, wire_address
 from feedbackd.mail.message import Address
 from feedbackd.mail.parse import parse_message
 from feedbackd.templates import Rendered
@@ -86,3 +86,20 @@ def test_composed_mail_is_seven_bit_threaded_and_addressed_to_one_person() -> No
 
 def test_header_text_is_one_bounded_line() -> None:
     assert clean_header_text("a\r\nb\tc" + "长" * 500, 20) == "a b c" + "长" * 14 + "…"
+
+
+@pytest.mark.parametrize("given, wire", [
+    ("zhang.san@qq.example", "zhang.san@qq.example"),
+    ("c@bücher.example", "c@xn--bcher-kva.example"),  # an IDN domain alone: IDNA, no SMTPUTF8 needed
+    ("li@例子.中国", "li@xn--fsqu00a.xn--fiqs8s"),
+    ("张三@例子.中国", "张三@例子.中国"),  # a UTF-8 local part needs SMTPUTF8 anyway: the domain as written
+    ("a..b@docomo.example", '"a..b"@docomo.example'),  # not a dot-atom: quoted, the same mailbox
+    ('a"b@x.example', '"a\\"b"@x.example'),
+    ("a@b@x.example", '"a@b"@x.example'),
+    ("a@" + "例" * 70 + ".中国", "a@" + "例" * 70 + ".中国"),  # the idna codec refuses a label over 63 octets
+    ("nobody", ""), ("@x.example", ""), ("a@", ""), ("a b@x.example", ""), ("a@x_y.example", ""),
+    ("a@x..example", ""), ("=?utf-8?q?x?=@x.example", ""), ("a\r\nBcc: e@x.example", ""),
+    ("a@\ud800.example", ""), ("a" * 250 + "@x.example", ""),
+])
+def test_wire_address_converts_but_never_changes_the_mailbox(given: str, wire: str) -> None:
+    assert wire_address(given) == wire
