@@ -72,7 +72,7 @@ def wire_address(addr: str) -> str:
     local, at, domain = addr.rpartition("@")
     if not (at and local and _DOMAIN.fullmatch(domain) and addr.isprintable()) or _NOT_IN_ADDRESS.search(addr):
         return ""
-    if "=?" in local:
+    if "=?" in local:  # see above
         return ""
     if not _DOT_ATOM.fullmatch(local):
         local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
