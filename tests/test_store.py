@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from feedbackd.config import OutboxSettings, SmtpSettings
@@ -79,7 +88,8 @@ def test_backoff_doubles_up_to_the_limit() -> None:
     assert [box.backoff(n).total_seconds() for n in (1, 2, 3, 4, 5, 6)] == [30, 60, 120, 240, 300, 300]
 
 
-def test_a_database_from_another_version_is_refused_with_a_clear_message(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_database_from_before_0_1_0_is_refused_with_a_clear_message(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """No revision to start from (no alembic_version) and tables unlike 0.1.0's: refused, left alone."""
     import sqlite3
 
     from feedbackd.cli import main
@@ -87,7 +97,8 @@ def test_a_database_from_another_version_is_refused_with_a_clear_message(tmp_pat
 
     path = tmp_path / "old.db"
     connect(f"sqlite:///{path}").dispose()
-    with sqlite3.connect(path) as conn:  # as if an older version had made the outbox table
+    with sqlite3.connect(path) as conn:  # as if a development version before 0.1.0 had made the outbox table
+        conn.execute("DROP TABLE alembic_version")
         conn.execute("ALTER TABLE outbox DROP COLUMN claim")
     try:
         connect(f"sqlite:///{path}")
@@ -95,8 +106,64 @@ def test_a_database_from_another_version_is_refused_with_a_clear_message(tmp_pat
         assert "'outbox' lacks column(s) claim" in str(exc)
     else:
         raise AssertionError("an old schema was accepted")
-    config = tmp_path / "feedbackd.toml"
-    config.write_text(f"""[mailbox]\naddress = "feedback@city.example"\n[imap]\nhost = "127.0.0.1"\n
-username = "feedback"\n[smtp]\nhost = "127.0.0.1"\n[database]\nurl = "sqlite:///{path}"\n""")
+    config = _config(tmp_path, f"sqlite:///{path}")
     assert main(["--config", str(config), "cases", "list"]) == 1
     assert "made by an older feedbackd" in capsys.readouterr().err
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall() == []
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    config = tmp_path / "feedbackd.toml"
+    config.write_text(f"""[mailbox]\naddress = "feedback@city.example"\n[imap]\nhost = "127.0.0.1"\n
+username = "feedback"\n[smtp]\nhost = "127.0.0.1"\n[database]\nurl = "{url}"\n""")
+    return config
+
+
+def test_listings_never_wait_for_a_writer_and_show_what_is_committed(tmp_path: Path) -> None:
+    """A large intake group holds SQLite's write lock: the read-only commands read past it (WAL)."""
+    url = f"sqlite:///{tmp_path / 'feedbackd.db'}"
+    engine = connect(url)
+    with session(engine) as db:
+        db.add(Case(requester="a@b.example", subject="已提交"))
+        db.commit()
+    engine.dispose()
+    writer = sqlite3.connect(tmp_path / "feedbackd.db", isolation_level=None, timeout=0)
+    writer.execute("BEGIN IMMEDIATE")  # holds the write lock, as intake does for a whole group
+    writer.execute("""INSERT INTO "case" (status, kind, subject, requester, requester_name, language, priority,
+                      tags, routing, message_count, created_at, updated_at) VALUES ('new', 'problem', '未提交',
+                      'c@d.example', '', 'zh-CN', 'normal', '[]', '{}', 0, '2026-01-01', '2026-01-01')""")
+    config = _config(tmp_path, url)
+    env = {**os.environ, "FEEDBACKD_CONFIG": str(config)}
+    try:
+        for command in (["cases", "list"], ["cases", "show", "FB-000001"], ["quarantine", "list"],
+                        ["unmatched", "list"], ["outbox", "list"]):
+            started = time.monotonic()
+            # the busy timeout is 30 s: a command that waited for the writer would run into this timeout
+            result = subprocess.run([sys.executable, "-m", "feedbackd", *command, "--json"], env=env,
+                                    capture_output=True, text=True, timeout=20)
+            assert result.returncode == 0, (command, result.stderr)
+            assert time.monotonic() - started < 10
+            if command == ["cases", "list"]:
+                assert [c["subject"] for c in json.loads(result.stdout)] == ["已提交"]
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    result = subprocess.run([sys.executable, "-m", "feedbackd", "cases", "list", "--json"], env=env,
+                            capture_output=True, text=True, timeout=20)
+    assert [c["subject"] for c in json.loads(result.stdout)] == ["未提交", "已提交"]
+
+
+def test_a_readonly_engine_reads_past_the_write_lock_that_a_writing_engine_waits_for(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'feedbackd.db'}"
+    writer, reader = connect(url), connect(url, readonly=True)
+    with writer.connect() as held:
+        held.begin()  # BEGIN IMMEDIATE: the write lock, held
+        with reader.connect() as conn:  # BEGIN DEFERRED: reads the last commit at once
+            assert conn.exec_driver_sql('SELECT count(*) FROM "case"').scalar() == 0
+        with writer.connect() as other:
+            other.connection.dbapi_connection.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
+            with pytest.raises(OperationalError, match="locked"):
+                other.begin()
+    writer.dispose()
+    reader.dispose()

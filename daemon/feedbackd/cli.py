@@ -25,6 +25,7 @@ from feedbackd.pipeline import Pipeline
 from feedbackd.routing import RulesError, RuleSet, RulesWatcher, commands, load_ruleset
 from feedbackd.routing.decision import explain
 from feedbackd.service import Daemon
+from feedbackd.store import db as store_db
 from feedbackd.store.db import SchemaError, connect, session
 from feedbackd.store.models import Case, MailMessage, QuarantineItem
 from feedbackd.store.records import raw_message
@@ -100,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="treat the message as a reply on a case of this priority (on: [reply] rules)")
     test.set_defaults(func=cmd_rules_test)
 
+    database = sub.add_parser("db", help="the database schema").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    database.add_parser("upgrade", help="bring the schema to this version's newest revision (every command "
+                        "does it on start; this says what it did)").set_defaults(func=cmd_db_upgrade)
+    database.add_parser("current", help="print the database's schema revision and this version's newest"
+                        ).set_defaults(func=cmd_db_current)
+
     demo = sub.add_parser("demo", help="run on a local demo mail stack with sample mail (needs dovecot)")
     demo.add_argument("--keep", action="store_true", help="keep the demo directory afterwards")
     demo.set_defaults(func=cmd_demo)
@@ -133,6 +141,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _engine(settings: Settings) -> Engine:
     return connect(settings.database.url)
+
+
+def _reader(settings: Settings) -> Engine:
+    """For commands that only read: SQLite transactions begin DEFERRED and never wait for a writer."""
+    return connect(settings.database.url, readonly=True)
 
 
 def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
@@ -177,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_cases_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     numbers = CaseNumbers(settings.cases)
-    engine = _engine(settings)
+    engine = _reader(settings)
     with session(engine) as db:
         query = select(Case).order_by(col(Case.id).desc())
         if args.status:
@@ -200,7 +213,7 @@ def cmd_cases_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
     numbers = CaseNumbers(settings.cases)
     case_id = numbers.parse(args.id)
-    engine = _engine(settings)
+    engine = _reader(settings)
     with session(engine) as db:
         case = db.get(Case, case_id) if case_id else None
         if case is None:
@@ -244,7 +257,7 @@ def _print_case(d: dict[str, Any]) -> None:
 
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
-    engine = _engine(_settings(args))
+    engine = _reader(_settings(args))
     with session(engine) as db:
         query = select(QuarantineItem).order_by(col(QuarantineItem.id))
         if not args.all:
@@ -290,7 +303,7 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_unmatched_list(args: argparse.Namespace) -> int:
-    engine = _engine(_settings(args))
+    engine = _reader(_settings(args))
     with session(engine) as db:
         query = (select(MailMessage).where(col(MailMessage.case_id).is_(None), MailMessage.direction == "in")
                  .order_by(col(MailMessage.id)))
@@ -307,7 +320,7 @@ def cmd_unmatched_list(args: argparse.Namespace) -> int:
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    engine = _engine(settings)
+    engine = _reader(settings)
     items = Outbox(engine, settings.smtp, settings.outbox).listing(include_sent=args.all)
     numbers = CaseNumbers(settings.cases)
     rows = [outbox_view(i, numbers.format(i.case_id) if i.case_id else None) for i in items]
@@ -371,6 +384,32 @@ def cmd_rules_schema(args: argparse.Namespace) -> int:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     return commands.dry_run(args.message, _rules_dir(args, args.rules), sys.stdout, as_json=args.json,
                             followup_priority=args.followup)
+
+
+# -- db -------------------------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    engine = connect(_settings(args).database.url, create=False)
+    before, after = store_db.upgrade(engine)
+    if before == after:
+        print(f"database schema already at revision {after}, the newest")
+    else:
+        print(f"database schema upgraded from {before or 'nothing (empty database)'} to revision {after}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    engine = connect(_settings(args).database.url, create=False)
+    stored, newest = store_db.current(engine)
+    if stored == newest:
+        state = "the newest"
+    elif stored is None or stored == "0.1.0" or stored < newest:  # 0.1.0: made before migrations
+        state = f"the newest is {newest}: run feedbackd db upgrade"
+    else:
+        state = f"unknown to this feedbackd, whose newest is {newest}: a newer feedbackd upgraded it"
+    print(f"{stored or 'empty'} ({state})")
+    return 0
 
 
 # -- demo -----------------------------------------------------------------------------------------

@@ -1,58 +1,102 @@
-"""The database connection: SQLite by default (WAL), PostgreSQL by URL; tables made on first use."""
+"""The database connection: SQLite by default (WAL), PostgreSQL by URL; the schema migrated on first use."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlmodel import Session, create_engine
 
-from feedbackd.store import models  # noqa: F401  (registers the tables)
+from feedbackd.store import migrations
+from feedbackd.store.migrations import SchemaError
+
+__all__ = ["SCHEMA_LOCK", "SchemaError", "connect", "current", "migrate", "session", "upgrade"]
+
+SCHEMA_LOCK = 0x46424B44  # "FBKD": serialises migrations between daemons on PostgreSQL
+SQLITE_BEGIN = "feedbackd_sqlite_begin"  # execution option: how a SQLite transaction begins
 
 
-def connect(url: str, *, create: bool = True) -> Engine:
-    """An engine for ``url``; on SQLite with WAL, a busy timeout and foreign keys on.
+def connect(url: str, *, create: bool = True, readonly: bool = False) -> Engine:
+    """An engine for ``url``, its schema brought to the newest revision (``create=False``: left alone).
+
+    SQLite runs with WAL, a busy timeout and foreign keys on; a new database file is made private
+    (0600) before SQLite opens it, and its -wal and -shm files take the same mode.  ``readonly``:
+    transactions begin DEFERRED instead of IMMEDIATE, so listings never wait for a writer and see
+    the last committed state (use it only for commands that do not write).
 
     ``hide_parameters``: a database error names the statement, never the values (addresses,
     message text), so errors can be logged and stored without personal data.
     """
     if url.startswith("sqlite"):
+        _create_private(url)
+        begin = "DEFERRED" if readonly else "IMMEDIATE"
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               hide_parameters=True)
+                               hide_parameters=True, execution_options={SQLITE_BEGIN: begin})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     else:
         engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if create:
-        create_tables(engine)
+        migrate(engine)
     return engine
 
 
-SCHEMA_LOCK = 0x46424B44  # "FBKD": serialises table creation between daemons on PostgreSQL
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision, or refuse a database a newer feedbackd upgraded.
 
-
-class SchemaError(Exception):
-    """The database was made by another version of feedbackd; the message says what differs."""
-
-
-def create_tables(engine: Engine) -> None:
-    """Create missing tables, and refuse a database whose tables lack columns this version needs.
-
-    Safe when several daemons start at once.  There are no migrations yet: a missing column is
-    reported clearly rather than failing later in the middle of a message.
+    When it is there already (every start but the first after an upgrade) this is one query, in
+    a read transaction that never waits for a writer; Alembic is loaded only when there is work.
     """
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-        SQLModel.metadata.create_all(conn)
-        inspector = inspect(conn)
-        for table in SQLModel.metadata.sorted_tables:
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            missing = [column.name for column in table.columns if column.name not in present]
-            if missing:
-                raise SchemaError(f"{engine.url.render_as_string(hide_password=True)}: table {table.name!r} "
-                                  f"lacks column(s) {', '.join(missing)}: it was made by an older feedbackd")
+    stored = _stored_revision(engine)
+    if stored == migrations.head():
+        return
+    if stored is not None:
+        migrations.refuse_unknown(where(engine), stored)
+    upgrade(engine)
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Upgrade under the schema lock (see migrations.runner.upgrade); returns (before, after)."""
+    from feedbackd.store.migrations import runner
+
+    return runner.upgrade(engine)
+
+
+def current(engine: Engine) -> tuple[str | None, str]:
+    """(the database's revision, the newest this code knows); "0.1.0": made before migrations; None: empty."""
+    from feedbackd.store.migrations import runner
+
+    return runner.current(engine), migrations.head()
+
+
+def where(engine: Engine) -> str:
+    """The database as named in messages: its URL without the password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """The revision in alembic_version, or None when there is none (empty, or made by 0.1.0)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+        try:
+            rows = conn.execute(text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).scalars().all()
+        except (OperationalError, ProgrammingError):  # no such table: the upgrade looks closer, under the lock
+            return None
+    return str(rows[0]) if len(rows) == 1 else None
+
+
+def _create_private(url: str) -> None:
+    """Create the SQLite file 0600 whatever the umask; SQLite gives -wal and -shm the file's mode."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:
+        pass  # it exists (and keeps the mode its owner gave it), or SQLite will say why it cannot open it
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -65,9 +109,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    """Take the write lock at BEGIN: a transaction that reads, then writes, can otherwise fail
-    or stall when another thread or process committed in between (SQLITE_BUSY on upgrade)."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    """Writers take the write lock at BEGIN (IMMEDIATE): a transaction that reads, then writes, can
+    otherwise fail or stall when another thread or process committed in between (SQLITE_BUSY on
+    upgrade).  Readers begin DEFERRED: in WAL mode they see the last commit and never wait."""
+    connection.exec_driver_sql(f"BEGIN {connection.get_execution_options().get(SQLITE_BEGIN, 'IMMEDIATE')}")
 
 
 def session(engine: Engine) -> Session:
