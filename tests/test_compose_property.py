@@ -17,7 +17,7 @@ from email.message import EmailMessage, Message
 from email.utils import parseaddr
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from feedbackd.mail.compose import Outgoing, clean_header_text, compose
@@ -58,6 +58,7 @@ def addresses(draw: st.DrawFn) -> Addr:
     utf8_atom = st.text(st.characters(categories=["Lo", "Ll", "Lu", "Nd"]), min_size=1, max_size=6)
     local = ".".join(draw(st.lists(st.one_of(atom, utf8_atom) if draw(st.booleans()) else atom,
                                    min_size=1, max_size=3)))
+    assume("=?" not in local)  # legal, but the stdlib reads it as an encoded word: compose refuses such a local part
     label = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
     idn_label = st.text(st.characters(categories=["Lo", "Ll"]), min_size=1, max_size=8)
     domain = ".".join(draw(st.lists(st.one_of(label, idn_label), min_size=1, max_size=3)))
