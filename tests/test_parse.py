@@ -173,13 +173,13 @@ def test_garbage_still_gives_a_message() -> None:
     assert "\x00" not in msg.text
 
 
-def test_deep_nesting_is_degraded_not_fatal() -> None:
+def test_deep_nesting_is_refused_with_a_reason() -> None:
+    # Past intake.max_depth the message is quarantined (ParseLimitError), no longer cut with a defect.
     raw = b"Subject: deep\r\n" + b"".join(
         b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(3000)
     )
-    msg = parse_message(raw + b"Content-Type: text/plain\r\n\r\nhi\r\n")
-    assert msg.subject == "deep"
-    assert msg.defects
+    with pytest.raises(ParseError, match=r"intake\.max_depth"):
+        parse_message(raw + b"Content-Type: text/plain\r\n\r\nhi\r\n")
 
 
 def test_stdlib_parser_crash_degrades_to_headers_and_raw_body() -> None:
