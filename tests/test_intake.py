@@ -351,7 +351,7 @@ def test_attachments_over_the_limit_are_listed_but_not_stored(env: Env) -> None:
 
 
 def test_a_message_that_fails_to_store_is_quarantined_alone(env_db: Env, monkeypatch) -> None:
-    import feedbackd.pipeline as pipeline
+    import feedbackd.cases as pipeline  # casework threads through cases.find_thread
 
     real = pipeline.find_thread
 

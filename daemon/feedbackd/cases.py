@@ -1,9 +1,13 @@
 """Threading: which case a message belongs to, and the public case numbers.
 
-Order of evidence (as in Roundup's mail gateway): first the In-Reply-To/References headers
-against the index of every Message-ID we received or sent; then the subject token ``[FB-000123]``,
-accepted only from an address that already takes part in that case.  A token from anyone else
-cannot open someone else's case: the message starts a new case instead.
+One rule decides who may join a case, whatever the evidence: the sender must take part in it
+(the requester, people the requester copied, and staff).  The evidence is tried in this order
+(as in Roundup's mail gateway): another copy of a message already on a case (same Message-ID,
+other bytes); the In-Reply-To/References headers against the index of every Message-ID we
+received or sent; the subject token ``[FB-000123]``.  A message that names someone else's case
+by any of these opens a new case, which records the reference.  Automatic mail (bounces,
+auto-replies) is only noted on the case it answers, never joins it, so it is matched by the
+headers and by the Message-IDs it quotes without the participant rule.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from feedbackd.config import CaseSettings
 from feedbackd.mail.message import ParsedMessage
 from feedbackd.store import records
 
-How = Literal["headers", "token", "quoted", "new"]
+How = Literal["copy", "headers", "token", "quoted", "new"]
 
 
 @dataclass(frozen=True)
 class Thread:
     case: RowMapping | None  # the case's row
     how: How
-    note: str = ""  # e.g. why a token was refused
+    note: str = ""  # e.g. why a reference was refused
+    referenced: int | None = None  # a case the message named but may not join
 
 
 class CaseNumbers:
@@ -61,26 +66,46 @@ class CaseNumbers:
 
 
 def find_thread(conn: Connection, msg: ParsedMessage, numbers: CaseNumbers,
-                quoted_ids: list[str] | None = None) -> Thread:
+                quoted_ids: list[str] | None = None, *, automatic: bool = False) -> Thread:
     """The case this message continues, and how we know; ``Thread(None, "new")`` for a new case."""
+    sender = msg.sender.addr if msg.sender else ""
+    refused: RowMapping | None = None
+    if msg.message_id and not automatic:
+        earlier = records.incoming_with_message_id(conn, msg.message_id)
+        if earlier is not None and earlier["case_id"] is not None:
+            case = records.case_by_id(conn, earlier["case_id"])
+            if case is not None and takes_part(conn, case, sender):
+                return Thread(case, "copy")
+            refused = case
     case = _by_message_ids(conn, [*msg.in_reply_to, *reversed(msg.references)])
     if case is not None:
-        return Thread(case, "headers")
-    note = ""
-    sender = msg.sender.addr if msg.sender else None
+        if automatic or takes_part(conn, case, sender):
+            return Thread(case, "headers")
+        refused = refused or case
+    unknown = None
     for case_id in numbers.in_subject(msg.subject):
         case = records.case_by_id(conn, case_id)
         if case is None:
-            note = f"subject names unknown case {numbers.format(case_id)}"
-            continue
-        if sender and (sender == case["requester"] or records.is_participant(conn, case_id, sender)):
+            unknown = unknown or case_id
+        elif takes_part(conn, case, sender):
             return Thread(case, "token")
-        note = f"subject names {numbers.format(case_id)} but the sender does not take part in it"
-    if quoted_ids:
+        else:
+            refused = refused or case
+    if automatic and quoted_ids:
         case = _by_message_ids(conn, quoted_ids)
         if case is not None:
             return Thread(case, "quoted")
-    return Thread(None, "new", note)
+    if refused is not None:
+        number = numbers.format(refused["id"])
+        return Thread(None, "new", f"refers to {number}, but the sender does not take part in it", refused["id"])
+    if unknown is not None:
+        return Thread(None, "new", f"subject names unknown case {numbers.format(unknown)}")
+    return Thread(None, "new")
+
+
+def takes_part(conn: Connection, case: RowMapping, sender: str) -> bool:
+    """The one rule for joining a case: the sender is its requester or one of its participants."""
+    return bool(sender) and (sender == case["requester"] or records.is_participant(conn, case["id"], sender))
 
 
 def _by_message_ids(conn: Connection, ids: list[str]) -> RowMapping | None:

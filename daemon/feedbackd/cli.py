@@ -288,7 +288,7 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
         print(f"feedbackd: the raw message of #{args.id} is missing", file=sys.stderr)
         return 1
     watcher = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
-    outcome = Pipeline(settings, engine, watcher.current).process(raw)
+    outcome = Pipeline(settings, engine, watcher.current).process(raw, replay=True)
     if outcome.action == "quarantined":
         print(f"still failing: {outcome.detail}")
         return 1

@@ -127,12 +127,19 @@ class CaseSettings(Section):
 class IntakeSettings(Section):
     attachment_max_size: Size = 10 * 1024 * 1024  # larger attachments are recorded, not stored
     message_max_size: Size = 50 * 1024 * 1024  # larger messages are quarantined unparsed
+    # Beyond these a message is kept raw and quarantined with the reason, never parsed further.
+    max_parts: int = Field(1000, ge=1)  # MIME parts in one message
+    max_header_bytes: Size = 256 * 1024  # the header block of the message (and of each part)
+    max_depth: int = Field(20, ge=1, le=100)  # MIME nesting
 
 
 class AcknowledgementSettings(Section):
     enabled: bool = True
     rate_limit: int = Field(5, ge=0)  # acknowledgements to one sender per rate_window (0 = no limit)
     rate_window: Duration = timedelta(hours=1)
+    # Automatic answers to everyone together per hour (0 = no limit): what a flood of forged
+    # senders can make us send.  Over it, cases are still opened, without an acknowledgement.
+    global_rate_limit: int = Field(1000, ge=0)
 
 
 class OutboxSettings(Section):

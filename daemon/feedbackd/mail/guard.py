@@ -100,6 +100,24 @@ def reply_refusal(msg: ParsedMessage, verdict: Verdict, own_addresses: frozenset
     return None
 
 
+def canonical_mailbox(addr: str) -> str:
+    """The mailbox behind an address, as a budget counts it: ``Victim+1@Example.org`` → ``victim@example.org``.
+
+    Case-folded, the sub-address (``+tag``) removed, an IDNA domain shown in Unicode, so the
+    variants a reflector would use to multiply its budget all count as one recipient.
+    """
+    local, at, domain = addr.strip().rpartition("@")
+    if not at:
+        return addr.strip().casefold()
+    local = local.partition("+")[0] or local
+    if "xn--" in domain.lower():
+        try:
+            domain = domain.encode("ascii").decode("idna")
+        except UnicodeError:
+            pass
+    return f"{local.casefold()}@{domain.casefold()}"
+
+
 _MESSAGE_ID_LINE = re.compile(rb"^message-id:\s*<([^>\s]{1,250})>", re.IGNORECASE | re.MULTILINE)
 
 

@@ -80,9 +80,9 @@ class MailMessage(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
     direction: str  # in, out
-    kind: str = "mail"  # mail, auto-reply, bounce
+    kind: str = "mail"  # mail, auto-reply, bounce, copy (other bytes under a Message-ID already on the case)
     message_id: str | None = Field(default=None, index=True)
-    dedupe_key: str = Field(unique=True)  # see pipeline.dedupe_key
+    dedupe_key: str = Field(unique=True)  # in: "raw:<sha256>" (older rows: "in:<id+date hash>"); out: "out:<id>"
     in_reply_to: str | None = None
     references: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     from_addr: str = ""
@@ -126,10 +126,11 @@ class OutboxItem(SQLModel, table=True):
     __tablename__ = "outbox"
     id: int | None = Field(default=None, primary_key=True)
     case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
-    purpose: str  # acknowledgement, ...
+    purpose: str  # acknowledgement, quarantine-notice, ...
     message_id: str
     mail_from: str
     recipient: str = Field(index=True)
+    recipient_key: str = Field(default="", index=True)  # the canonical mailbox, for rate limits (guard)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     status: str = Field(default="pending", index=True)  # pending, sending, sent, failed
     attempts: int = 0

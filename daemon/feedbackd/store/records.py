@@ -52,16 +52,26 @@ def _insert(conn: Connection, table: Table, values: Mapping[str, Any]) -> int:
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
-_SEEN = select(MESSAGES.c.id).where(MESSAGES.c.dedupe_key == bindparam("key"))
+_SEEN_RAW = (select(MESSAGES.c.id).where(MESSAGES.c.raw_sha256 == bindparam("digest"))
+             .where(MESSAGES.c.direction == "in").limit(1))
+_QUARANTINED_RAW = (select(QUARANTINE.c.id).where(QUARANTINE.c.raw_sha256 == bindparam("digest"))
+                    .where(QUARANTINE.c.resolved.is_(False)).limit(1))
+_INCOMING_BY_ID = (select(MESSAGES.c.case_id, MESSAGES.c.from_addr)
+                   .where(MESSAGES.c.message_id == bindparam("message_id"))
+                   .where(MESSAGES.c.direction == "in").order_by(MESSAGES.c.id).limit(1))
 _CASE_BY_ID = select(CASES).where(CASES.c.id == bindparam("id"))
 _CASES_OF_IDS = (select(MESSAGES.c.message_id, MESSAGES.c.case_id)
                  .where(MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
                  .where(MESSAGES.c.case_id.is_not(None)))
 _PARTICIPANT = select(PARTICIPANTS.c.id).where(PARTICIPANTS.c.case_id == bindparam("case_id"),
                                                PARTICIPANTS.c.address == bindparam("address"))
+AUTOMATIC_PURPOSES = ("acknowledgement", "quarantine-notice")  # mail no person wrote (rate-limited)
 _ANSWERS_SINCE = (select(func.count()).select_from(OUTBOX)
-                  .where(OUTBOX.c.purpose == "acknowledgement", OUTBOX.c.recipient == bindparam("recipient"),
+                  .where(OUTBOX.c.purpose.in_(AUTOMATIC_PURPOSES),
+                         OUTBOX.c.recipient_key == bindparam("recipient_key"),
                          OUTBOX.c.created_at >= bindparam("since")))
+_ALL_ANSWERS_SINCE = (select(func.count()).select_from(OUTBOX)
+                      .where(OUTBOX.c.purpose.in_(AUTOMATIC_PURPOSES), OUTBOX.c.created_at >= bindparam("since")))
 _UPDATE_CASE = update(CASES).where(CASES.c.id == bindparam("_case_id"))
 _ADVANCE = (update(MAILBOXES).where(MAILBOXES.c.key == bindparam("_key"))
             .where(MAILBOXES.c.last_uid < bindparam("_uid")))
@@ -70,8 +80,16 @@ _ADVANCE = (update(MAILBOXES).where(MAILBOXES.c.key == bindparam("_key"))
 # -- reads --------------------------------------------------------------------------------------
 
 
-def seen(conn: Connection, dedupe_key: str) -> bool:
-    return conn.execute(_SEEN, {"key": dedupe_key}).first() is not None
+def seen_raw(conn: Connection, digest: str, *, quarantined: bool = True) -> bool:
+    """These exact bytes were received before (as a message, or, with ``quarantined``, still in quarantine)."""
+    if conn.execute(_SEEN_RAW, {"digest": digest}).first() is not None:
+        return True
+    return quarantined and conn.execute(_QUARANTINED_RAW, {"digest": digest}).first() is not None
+
+
+def incoming_with_message_id(conn: Connection, message_id: str) -> RowMapping | None:
+    """The first received message carrying this Message-ID: its case_id and from_addr."""
+    return conn.execute(_INCOMING_BY_ID, {"message_id": message_id}).mappings().first()
 
 
 def case_by_id(conn: Connection, case_id: int) -> RowMapping | None:
@@ -87,9 +105,14 @@ def is_participant(conn: Connection, case_id: int, address: str) -> bool:
     return conn.execute(_PARTICIPANT, {"case_id": case_id, "address": address}).first() is not None
 
 
-def automatic_mail_since(conn: Connection, recipient: str, since: datetime) -> int:
-    """How many automatic answers (acknowledgements, notices) went to this address since then."""
-    return int(conn.execute(_ANSWERS_SINCE, {"recipient": recipient, "since": since}).scalar_one())
+def automatic_mail_since(conn: Connection, recipient_key: str, since: datetime) -> int:
+    """How many automatic answers (acknowledgements, notices) went to this canonical mailbox since then."""
+    return int(conn.execute(_ANSWERS_SINCE, {"recipient_key": recipient_key, "since": since}).scalar_one())
+
+
+def all_automatic_mail_since(conn: Connection, since: datetime) -> int:
+    """How many automatic answers went to anyone since then (the global budget)."""
+    return int(conn.execute(_ALL_ANSWERS_SINCE, {"since": since}).scalar_one())
 
 
 def raw_message(conn: Connection, sha256: str) -> bytes | None:

@@ -1,0 +1,188 @@
+"""Casework: thread the recorded message to a case, then open, join or note it, and route.
+
+Deciding stays apart from doing: threading (``cases.find_thread``) and routing
+(``RuleSet.evaluate``) only decide; the writes happen here.  Whether and how the sender is
+answered is left to the answer stage: casework only says what to answer with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from feedbackd import cases
+from feedbackd.cases import CaseNumbers, Thread
+from feedbackd.config import Settings
+from feedbackd.mail import guard
+from feedbackd.routing import Decision, RuleSet
+from feedbackd.stages import record
+from feedbackd.stages.answer import local_time
+from feedbackd.stages.state import AnswerRequest, MessageState, Outcome
+from feedbackd.store import records
+from feedbackd.store.files import FileStore
+from feedbackd.store.models import utcnow
+
+MAX_COPIED = 20  # people the citizen copied who become participants
+
+
+@dataclass
+class Filed:
+    """Where casework put the message, and what the sender should be answered (if anything)."""
+
+    outcome: Outcome
+    case_id: int | None
+    answer: AnswerRequest | None = None
+
+
+class Casework:
+    def __init__(self, settings: Settings, rules: Callable[[], RuleSet], files: FileStore,
+                 numbers: CaseNumbers) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.files = files
+        self.numbers = numbers
+        self.own = settings.mailbox.own_addresses
+
+    def file(self, conn: Connection, state: MessageState) -> Filed:
+        """Store the message on the case it belongs to (a new one if none); events included."""
+        automatic = state.verdict.kind in ("auto-reply", "bounce")
+        quoted = guard.quoted_message_ids(state.raw) if state.verdict.kind != "mail" else None
+        thread = cases.find_thread(conn, state.msg, self.numbers, quoted, automatic=automatic)
+        if thread.note:
+            detail: dict[str, Any] = {"note": thread.note}
+            if thread.referenced is not None:
+                detail["references_case"] = self.numbers.format(thread.referenced)
+            state.events.append(("threading", detail))
+        attachments = record.keep_attachments(self.files, state.msg)
+        if automatic:
+            filed = self._note_automatic(conn, state, thread)
+        elif thread.case is None:
+            filed = self._open(conn, state)
+        elif thread.how == "copy":
+            filed = self._note_copy(conn, state, thread)
+        else:
+            filed = self._join(conn, state, thread)
+        kind = "copy" if thread.how == "copy" and not automatic else (
+            "mail" if state.verdict.kind in ("mail", "bulk") else state.verdict.kind)
+        record.store_message(conn, state, filed.case_id, kind, attachments)
+        if filed.case_id is not None:
+            records.add_events(conn, filed.case_id, state.events)
+        return filed
+
+    def _open(self, conn: Connection, state: MessageState) -> Filed:
+        msg = state.msg
+        ruleset = self.rules()
+        decision = ruleset.evaluate(msg)
+        now = utcnow()
+        sender = msg.sender
+        case: dict[str, Any] = {
+            "status": "new",
+            "kind": decision.kind,
+            "subject": msg.subject[:500],
+            "requester": sender.addr if sender else "",
+            "requester_name": sender.name[:200] if sender else "",
+            "language": self.language(msg.language),
+            "priority": decision.priority,
+            "department": decision.department,
+            "assignee": decision.assignee,
+            "tags": list(decision.tags),
+            "routing": decision.to_dict(),
+            "first_response_due": now + decision.first_response_due if decision.first_response_due else None,
+            "resolution_due": now + decision.resolution_due if decision.resolution_due else None,
+            "message_count": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        case_id = records.insert_case(conn, case)
+        number = self.numbers.format(case_id)
+        # People the citizen copied take part in the case: they may follow up on it.
+        copied = [a.addr for a in msg.cc if a.addr not in self.own and a.addr != case["requester"]]
+        records.add_participants(conn, case_id, copied[:MAX_COPIED], "cc")
+        state.events.append(("opened", {"verdict": state.verdict.kind}))
+        state.events.append(("routed", {"rules": decision.matched}))  # the full decision is in case.routing
+        answer = AnswerRequest(
+            purpose="acknowledgement", template=decision.template, language=case["language"], msg=msg,
+            verdict=state.verdict, context=self._case_context(case, number, decision, ruleset),
+            case_id=case_id, case_number=number,
+            refusal="a rule suppresses the acknowledgement" if decision.suppress_ack else None)
+        return Filed(Outcome("new-case", number), case_id, answer)
+
+    def _join(self, conn: Connection, state: MessageState, thread: Thread) -> Filed:
+        assert thread.case is not None
+        case = dict(thread.case)
+        changes: dict[str, Any] = {"message_count": case["message_count"] + 1, "updated_at": utcnow()}
+        if case["status"] in ("resolved", "closed", "waiting"):
+            state.events.append(("reopened", {"from": case["status"]}))
+            changes["status"] = "open"
+        ruleset = self.rules()
+        raised = ruleset.evaluate_followup(state.msg, case["priority"])
+        if raised is not None and raised.priority != case["priority"]:
+            state.events.append(("priority-raised", {"from": case["priority"], "to": raised.priority,
+                                                     "rules": raised.to_dict().get("hits", [])}))
+            changes["priority"] = raised.priority
+            changes["tags"] = list(dict.fromkeys([*case["tags"], *raised.tags]))
+            changes.update(tighter_deadlines({**case, **changes}, ruleset))
+        state.events.append(("message", {"threaded_by": thread.how}))
+        records.update_case(conn, case["id"], changes)
+        return Filed(Outcome("joined", self.numbers.format(case["id"]), detail=f"by {thread.how}"), case["id"])
+
+    def _note_copy(self, conn: Connection, state: MessageState, thread: Thread) -> Filed:
+        """Other bytes under a Message-ID already on the case (e.g. delivered via an alias too): kept, not acted on."""
+        assert thread.case is not None
+        case = thread.case
+        records.update_case(conn, case["id"], {"message_count": case["message_count"] + 1, "updated_at": utcnow()})
+        state.events.append(("copy", {"message_id": (state.msg.message_id or "")[:250]}))
+        number = self.numbers.format(case["id"])
+        return Filed(Outcome("copy", number, detail="another copy of a message on the case"), case["id"])
+
+    def _note_automatic(self, conn: Connection, state: MessageState, thread: Thread) -> Filed:
+        """Bounces and auto-replies: noted on the case they answer, never a new case."""
+        reason = state.verdict.reason or state.verdict.kind
+        if thread.case is None:
+            return Filed(Outcome("recorded", None, detail=f"{state.verdict.kind} answering no known case ({reason})"),
+                         None)
+        case = thread.case
+        records.update_case(conn, case["id"], {"message_count": case["message_count"] + 1, "updated_at": utcnow()})
+        state.events.append((state.verdict.kind, {"reason": reason, "threaded_by": thread.how}))
+        return Filed(Outcome("recorded", self.numbers.format(case["id"]), detail=f"{state.verdict.kind} ({reason})"),
+                     case["id"])
+
+    def _case_context(self, case: dict[str, Any], number: str, decision: Decision,
+                      ruleset: RuleSet) -> dict[str, Any]:
+        department = ruleset.department(decision.department) if decision.department else None
+        return {"case": {
+            "number": number,
+            "token": self.numbers.token(number),
+            "subject": case["subject"][:120],
+            "kind": case["kind"],
+            "priority": case["priority"],
+            "department": case["department"],
+            "department_name": department.name if department else None,
+            "first_response_due": local_time(case["first_response_due"]),
+            "resolution_due": local_time(case["resolution_due"]),
+        }}
+
+    def language(self, detected: str | None) -> str:
+        if detected == "en":
+            return "en"
+        if detected == "zh":
+            return "zh-CN"
+        return self.settings.mailbox.language
+
+
+def tighter_deadlines(case: dict[str, Any], ruleset: RuleSet) -> dict[str, datetime]:
+    """A raised priority brings its (shorter) deadlines forward; it never pushes one back."""
+    if case["priority"] not in ruleset.priorities:
+        return {}
+    due = ruleset.deadlines(case["priority"], case["department"], case["kind"])
+    now = utcnow()
+    changes = {}
+    for name, delta in (("first_response_due", due.first_response), ("resolution_due", due.resolution)):
+        current = case[name]
+        if delta is not None and (current is None or now + delta < current):
+            changes[name] = now + delta
+    return changes
