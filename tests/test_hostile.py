@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
 
 import mails
 from conftest import Env
@@ -208,3 +208,49 @@ def test_different_bytes_under_one_message_id_are_never_dropped(env_db: Env) -> 
     assert texts == ["第一封", "第二封，内容不同"]  # both kept; the true duplicate is skipped
     assert len(env.sink.received) == 2  # one acknowledgement per case, none for the copy
     assert by_requester["other@qq.example"]["message_count"] == 1
+
+
+def test_an_internationalised_sender_is_answered_with_smtputf8_where_the_server_offers_it(
+        mailbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import _env
+    from feedbackd.devstack import SmtpSink
+
+    with SmtpSink(smtputf8=True) as sink:
+        env = _env(mailbox, sink, f"sqlite:///{tmp_path / 'feedbackd.db'}", tmp_path)
+        env.mailbox.append(raw_utf8("张三 <张三@例子.中国>"))
+        actions, _ = run_once(env)
+        assert actions == {"new-case": 1}
+        (ack,) = sink.received
+    assert ack.rcpt_tos == ["张三@例子.中国"] and "SMTPUTF8" in ack.mail_options
+    parsed = message_from_string(ack.data.decode("utf-8"), policy=policy.SMTPUTF8)  # RFC 6532 headers
+    assert parsed["To"].addresses[0].addr_spec == "张三@例子.中国"
+    assert f"[{cases_json(env)[0]['id']}]" in parsed["Subject"]
+
+
+# -- 2: parser bombs ------------------------------------------------------------------------------
+
+
+def many_parts(count: int, filename: str = "photo.jpg") -> bytes:
+    parts = "".join(f"--b\r\nContent-Type: image/jpeg\r\nContent-Disposition: attachment; filename=\"{filename}\"\r\n"
+                    f"Content-Transfer-Encoding: base64\r\n\r\n/9j/\r\n" for _ in range(count))
+    return (f"From: many@qq.example\r\nTo: feedback@city.example\r\nSubject: parts\r\n"
+            f"Message-ID: <{mails.msgid()}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            f"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nphotos\r\n{parts}--b--\r\n").encode()
+
+
+def test_parser_bombs_are_cases_or_quarantined_with_the_reason_and_the_run_goes_on(env: Env) -> None:
+    def spaces(count: int) -> bytes:
+        return b"From: " + b" " * count + b"x@qq.example\r\nTo: feedback@city.example\r\nSubject: spaces\r\n" \
+            b"Message-ID: <" + str(count).encode() + b"@qq.example>\r\n\r\nbody\r\n"
+
+    env.mailbox.append(spaces(200_000), spaces(300_000), many_parts(900), many_parts(8000),
+                       mails.plain(sender="after@qq.example"))
+    actions, _ = run_once(env)
+    assert actions == {"new-case": 3, "quarantined": 2}
+    header, parts = json.loads(env.cli("quarantine", "list", "--json").stdout)
+    assert header["stage"] == "limits" and "max_header_bytes" in header["reason"]
+    assert parts["stage"] == "limits" and "max_parts" in parts["reason"] and parts["from"] == "many@qq.example"
+    by_requester = {c["requester"]: c for c in cases_json(env)}
+    assert {"x@qq.example", "many@qq.example", "after@qq.example"} <= set(by_requester)
+    names = [a["filename"] for a in case_json(env, by_requester["many@qq.example"]["id"])["messages"][0]["attachments"]]
+    assert len(names) == 900 and len(set(names)) == 900 and names[:3] == ["photo.jpg", "photo-2.jpg", "photo-3.jpg"]
