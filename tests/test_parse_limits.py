@@ -250,3 +250,21 @@ def test_format_flowed_paragraph_of_many_lines() -> None:
     text = "word \n" * 200_000 + "end"
     assert _unflow(text, delsp=False) == "word " * 200_000 + "end"
     assert _unflow("a \nb\n \n", delsp=True) == "ab\n\n"
+
+
+def test_oversized_top_header_block_is_refused_from_its_first_bytes() -> None:
+    # Refused before the stdlib reads the 50 MB line; the pre-check never refuses what the parser accepts.
+    from feedbackd.mail.tree import DEFAULT_LIMITS, _check_header_block
+
+    with pytest.raises(ParseLimitError, match=r"intake\.max_header_bytes"):
+        _check_header_block(b"Subject: " + b"x" * 50_000_000 + b"\r\n\r\nbody", DEFAULT_LIMITS)
+    cap = DEFAULT_LIMITS.max_header_bytes
+    for raw in (b"From " + b"x" * (cap + 10) + b"\nSubject: s\n\nbody",  # a Unix From line is no header
+                b"Subject: s\r\n\r\n" + b"Subject: s\r\n" * cap):  # headers after the blank line are body
+        _check_header_block(raw, DEFAULT_LIMITS)
+        parse_message(raw)
+    # Where the pre-check is unsure it stops early, and the exact count during parsing decides.
+    odd = b"Subject: a\x0c" + b"b" * (cap + 10) + b"\n\nbody"
+    _check_header_block(odd, DEFAULT_LIMITS)
+    with pytest.raises(ParseLimitError, match=r"intake\.max_header_bytes"):
+        parse_message(odd)
