@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MAX = 300.0
 GATHER = 0.1  # seconds the sender waits after a wake-up before claiming
+DB_RETRY_FIRST = 0.5  # the sender's first wait when the database is away; doubled up to DB_RETRY_MAX
+DB_RETRY_MAX = 30.0
+BUG_RETRY = 30.0  # the sender's wait after an unexpected error (a bug): long, so the log is not flooded
 
 
 @dataclass
@@ -146,6 +149,7 @@ class Daemon:
                                   daemon=True)
         sender.start()
         backoff = 1.0
+        db_was_away = False
         try:
             while not self.stopping.is_set():
                 try:
@@ -153,6 +157,9 @@ class Daemon:
                     backoff = 1.0
                     while not self.stopping.is_set():
                         self.intake()
+                        if db_was_away:  # the database is back: the sender may be waiting out its delay
+                            db_was_away = False
+                            self.outbox_wake.set()
                         wait = (self.settings.imap.idle_timeout if state.idle
                                 else self.settings.imap.poll_interval).total_seconds()
                         self.source.wait(wait, self._tick)
@@ -167,6 +174,7 @@ class Daemon:
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 except DBAPIError as exc:
                     # The database is away: nothing was committed, the mail stays on the server.
+                    db_was_away = True
                     log.error("database unavailable (%s); retrying in %.0f s", type(exc.orig).__name__,
                               max(backoff, 5.0))
                     self._sleep(max(backoff, 5.0))
@@ -185,7 +193,14 @@ class Daemon:
         return self.stopping.is_set()
 
     def _outbox_loop(self, until: threading.Event, report: FlushReport) -> None:
-        """The sender thread: flush when woken (new mail queued) or when a retry falls due."""
+        """The sender thread: flush when woken (new mail queued) or when a retry falls due.
+
+        SMTP trouble never raises here: it becomes a retry time on the row, which ``next_due``
+        reads.  A database that is away is retried on a short, doubling delay instead, and any
+        wake-up (intake queued mail, or found the database back) cuts that delay short.  The
+        wake-up is cleared before the flush, so one set while a flush runs is never lost.
+        """
+        db_delay = DB_RETRY_FIRST
         try:
             while not until.is_set():
                 until.wait(GATHER)  # let a few mails gather: one claim, one batch, fewer commits
@@ -193,11 +208,17 @@ class Daemon:
                 try:
                     report.add(self.outbox.flush())
                     due = self.outbox.next_due()
+                    wait = min(due if due is not None else 60.0, 60.0) or 0.5
+                    db_delay = DB_RETRY_FIRST
+                except DBAPIError as exc:
+                    log.warning("outbox: database unavailable (%s); trying again in %.1f s or when woken",
+                                type(exc.orig).__name__, db_delay)
+                    wait, db_delay = db_delay, min(db_delay * 2, DB_RETRY_MAX)
                 except Exception:
-                    log.exception("outbox flush failed; trying again in 30 s")
-                    due = 30.0
+                    log.exception("outbox flush failed; trying again in %.0f s or when woken", BUG_RETRY)
+                    wait = BUG_RETRY
                 if not until.is_set():  # set before the wake-up by whoever ends the loop
-                    self.outbox_wake.wait(timeout=min(due if due is not None else 60.0, 60.0) or 0.5)
+                    self.outbox_wake.wait(timeout=wait)
         finally:
             if until is self.stopping:
                 self.outbox.close()
