@@ -157,6 +157,11 @@ def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run --once`` prints one line (parsed by bench/ and tests: keep its start) and exits with:
+    0 when nothing it could send is left (mail waiting for a scheduled retry after a temporary SMTP
+    failure, or failed for good, is said on that line); 75 (EX_TEMPFAIL) when mail that could be sent
+    is left unsent, with a second line on stderr saying how many, why, and when they will be tried;
+    1 when the mailbox cannot be read."""
     settings = _settings(args)
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)
@@ -178,10 +183,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"feedbackd: cannot read mail from {settings.imap.host}:{settings.imap.port}: {exc}",
               file=sys.stderr)
         return 1
+    elapsed = time.monotonic() - started
+    left = daemon.leftover()
     actions = ", ".join(f"{n} {a}" for a, n in sorted(intake.actions.items())) or "nothing new"
     print(f"processed {intake.processed} message(s): {actions}; sent {sent.sent}, "
-          f"retrying {sent.retrying}, failed {sent.failed}; {time.monotonic() - started:.2f} s after start-up")
-    return 0
+          f"retrying {sent.retrying}, failed {sent.failed}; {elapsed:.2f} s after start-up; {left.summary()}")
+    if left.stuck:
+        print(f"feedbackd: {left.problem()}; exit status {left.exit_status} (EX_TEMPFAIL)", file=sys.stderr)
+    return left.exit_status
 
 
 # -- cases ----------------------------------------------------------------------------------------

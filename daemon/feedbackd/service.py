@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from feedbackd.config import Settings
 from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
-from feedbackd.outbox import FlushReport, Outbox
+from feedbackd.outbox import Backlog, FlushReport, Outbox
 from feedbackd.pipeline import Cursor, Pipeline
 from feedbackd.routing import RulesWatcher
 from feedbackd.store import db, records
@@ -100,6 +100,9 @@ class Daemon:
     def run_once(self) -> tuple[IntakeReport, FlushReport]:
         """Drain the mailbox while a sender process drains the outbox; then send what is left.
 
+        A sender that died (the forked one, or a daemon killed on this host) has its claimed rows
+        taken over at once by the last drain; ``Daemon.leftover`` then says what is still unsent.
+
         The sender is a forked process, not a thread: measured on a 2,000-message backlog, a
         sender thread made the whole run slower (it competes for the GIL), while a process
         sends on the other core as intake goes on.  Forking is only safe in a single-threaded
@@ -108,7 +111,7 @@ class Daemon:
         if threading.active_count() > 1 or not hasattr(os, "fork"):
             report = self._drain_mailbox()
             try:
-                return report, self.outbox.flush()
+                return report, self.outbox.drain()
             finally:
                 self.outbox.close()
         context = multiprocessing.get_context("fork")
@@ -129,10 +132,14 @@ class Daemon:
                  time.monotonic() - started - intake_seconds)
         sent = results.get() if not results.empty() else FlushReport()
         try:
-            sent.add(self.outbox.flush())  # whatever the sender left (or all of it, had it failed)
+            sent.add(self.outbox.drain())  # whatever the sender left (or all of it, had it died)
             return report, sent
         finally:
             self.outbox.close()
+
+    def leftover(self) -> Backlog:
+        """What ``run_once`` left in the outbox, and why (printed by ``run --once``)."""
+        return self.outbox.backlog()
 
     def _drain_mailbox(self) -> IntakeReport:
         self.source.connect()
