@@ -246,6 +246,40 @@ def test_the_daemon_waits_out_a_database_outage(mailbox, smtp_sink, pg_url: str,
     assert len(cases(env)) == 1
 
 
+def test_the_daemon_waits_for_a_database_that_is_away_at_start_up(mailbox, smtp_sink, pg_url: str,
+                                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    from conftest import _env
+
+    env = _env(mailbox, smtp_sink, pg_url, tmp_path)
+    name = pg_url.rsplit("/", 1)[1]
+
+    def admin(sql: str) -> None:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+            conn.execute(sql)
+
+    once = env.cli("run", "--once", env={})  # the database is there: made and migrated
+    assert once.returncode == 0, once.stderr
+    admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    try:
+        refused = env.cli("run", "--once")
+        assert refused.returncode == 1 and "database is unavailable" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        env.mailbox.append(mails.plain())
+        daemon = Daemon(env)
+        try:
+            daemon.wait_for_line("database unavailable at start-up")
+            admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert len(env.sink.wait_for(1, timeout=30)) == 1, daemon.output
+        finally:
+            status = daemon.stop()
+    finally:
+        admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert status == 0, daemon.output
+    assert len(cases(env)) == 1
+
+
 class _AwayDatabaseOutbox:
     """Stands in for the outbox of a daemon whose database is away: every flush raises."""
 

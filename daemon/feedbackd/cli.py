@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
 from feedbackd import __version__
@@ -166,11 +167,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)
     try:
-        daemon = Daemon(settings)
+        daemon = _daemon(settings, wait_for_database=not args.once)
     except RulesError as exc:
         print(f"feedbackd: the rules in {settings.paths.rules} are invalid:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:
+        print(f"feedbackd: the database is unavailable ({type(exc.orig).__name__}); nothing was done",
+              file=sys.stderr)
         return 1
     if not args.once:
         daemon.run()
@@ -191,6 +196,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if left.stuck:
         print(f"feedbackd: {left.problem()}; exit status {left.exit_status} (EX_TEMPFAIL)", file=sys.stderr)
     return left.exit_status
+
+
+def _daemon(settings: Settings, *, wait_for_database: bool) -> Daemon:
+    """The daemon; a long-running one waits out a database that is away at start-up (mail stays on
+    the server meanwhile) instead of exiting, as it does once running."""
+    delay = 1.0
+    while True:
+        try:
+            return Daemon(settings)
+        except DBAPIError as exc:
+            if not wait_for_database:
+                raise
+            logging.getLogger("feedbackd.service").error(
+                "database unavailable at start-up (%s); retrying in %.0f s", type(exc.orig).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 # -- cases ----------------------------------------------------------------------------------------
