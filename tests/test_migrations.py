@@ -29,7 +29,7 @@ from feedbackd import config as config_mod
 from feedbackd.pipeline import Pipeline
 from feedbackd.routing import RulesWatcher
 from feedbackd.store import models  # noqa: F401  (registers the tables)
-from feedbackd.store.db import SCHEMA_LOCK, SchemaError, connect
+from feedbackd.store.db import SCHEMA_LOCK, SchemaError, connect, upgrade
 from feedbackd.store.migrations import BASELINE, VERSIONS, head, revisions, runner
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -92,8 +92,10 @@ def _schema(url: str) -> dict[str, Any]:
     engine = connect(url, create=False)
     with engine.connect() as conn:
         inspector = inspect(conn)
-        shape = {t: sorted((c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(t))
-                 for t in inspector.get_table_names()}
+        shape: dict[str, Any] = {t: sorted((c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(t))
+                                 for t in inspector.get_table_names()}
+        shape["indexes"] = {t: sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                                      for i in inspector.get_indexes(t)) for t in inspector.get_table_names()}
         shape["version"] = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     engine.dispose()
     return shape
@@ -103,12 +105,30 @@ def _schema(url: str) -> dict[str, Any]:
 
 
 def test_the_newest_revision_is_what_the_models_describe(db_url: str) -> None:
-    engine = connect(db_url)
+    engine = connect(db_url, create=False)
+    upgrade(engine)  # through every revision, as `db upgrade` does (connect() makes an empty one from the models)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
     engine.dispose()
     assert diff == [], ("the models differ from the newest migration; add a revision: "
                         f".venv/bin/python -m feedbackd.store.migrations revision 'what changed'\n{diff}")
+
+
+def test_a_new_database_made_from_the_models_is_the_one_the_revisions_make(db_url: str, tmp_path: Path) -> None:
+    config = _config(tmp_path, db_url)
+    assert _cli(config, "db", "upgrade").returncode == 0  # through every revision
+    migrated = _schema(db_url)
+    _drop_all(db_url)
+    connect(db_url).dispose()  # an empty database: made from the models and stamped, without Alembic
+    assert _schema(db_url) == migrated
+
+
+def _drop_all(url: str) -> None:
+    engine = connect(url, create=False)
+    with engine.begin() as conn:
+        SQLModel.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE alembic_version"))
+    engine.dispose()
 
 
 def test_revisions_are_one_line_named_after_their_files() -> None:

@@ -67,17 +67,22 @@ class CaseNumbers:
 
 def find_thread(conn: Connection, msg: ParsedMessage, numbers: CaseNumbers,
                 quoted_ids: list[str] | None = None, *, automatic: bool = False) -> Thread:
-    """The case this message continues, and how we know; ``Thread(None, "new")`` for a new case."""
+    """The case this message continues, and how we know; ``Thread(None, "new")`` for a new case.
+
+    One query looks up the message's own Message-ID (another copy of it is on a case) and the
+    ones it answers (In-Reply-To, then the newest References first).
+    """
     sender = msg.sender.addr if msg.sender else ""
+    own = msg.message_id if msg.message_id and not automatic else None
+    answered = [i for i in dict.fromkeys([*msg.in_reply_to, *reversed(msg.references)]) if i and i != own][:50]
+    found = records.case_ids_by_message_ids(conn, [own, *answered] if own else answered) if own or answered else {}
     refused: RowMapping | None = None
-    if msg.message_id and not automatic:
-        earlier = records.incoming_with_message_id(conn, msg.message_id)
-        if earlier is not None and earlier["case_id"] is not None:
-            case = records.case_by_id(conn, earlier["case_id"])
-            if case is not None and takes_part(conn, case, sender):
-                return Thread(case, "copy")
-            refused = case
-    case = _by_message_ids(conn, [*msg.in_reply_to, *reversed(msg.references)])
+    if own is not None and own in found:
+        case = records.case_by_id(conn, found[own])
+        if case is not None and takes_part(conn, case, sender):
+            return Thread(case, "copy")
+        refused = case
+    case = next((records.case_by_id(conn, found[i]) for i in answered if i in found), None)
     if case is not None:
         if automatic or takes_part(conn, case, sender):
             return Thread(case, "headers")

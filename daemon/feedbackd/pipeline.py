@@ -31,7 +31,7 @@ from feedbackd.routing import RuleSet
 from feedbackd.stages import quarantine
 from feedbackd.stages.answer import Answerer, Budget
 from feedbackd.stages.casework import Casework, Filed
-from feedbackd.stages.state import AnswerRequest, MessageState, Outcome
+from feedbackd.stages.state import AnswerRequest, Events, MessageState, Outcome
 from feedbackd.store import records
 from feedbackd.store.files import FileStore
 from feedbackd.templates import Templates
@@ -150,11 +150,11 @@ class Pipeline:
             return self._quarantine(conn, raw, digest, uid, "parse", f"{type(exc).__name__}: {exc}", budget, careful)
         state = MessageState(raw, digest, uid, msg, guard.classify(msg))
         if not careful:
-            filed = self._record(conn, state)
+            filed = self._record(conn, state, careful)
         else:
             savepoint = conn.begin_nested()
             try:
-                filed = self._record(conn, state)
+                filed = self._record(conn, state, careful)
             except IntegrityError:
                 # Another daemon (or an earlier run) stored the same message first.
                 savepoint.rollback()
@@ -165,24 +165,36 @@ class Pipeline:
                 return self._quarantine(conn, raw, digest, uid, "store", f"{type(exc).__name__}: {exc}", budget,
                                         careful)
             savepoint.commit()
+        events: Events = []
         if filed.answer is not None:
-            filed.outcome.queued = self._answer(conn, filed.answer, budget, careful)
+            filed.outcome.queued, events = self.answerer.answer(conn, filed.answer, budget, careful=careful)
+        if filed.case_id is not None:
+            # Optimistic: the case's events in one insert with the answer's; careful: the record
+            # stage wrote its own inside its savepoint.
+            self._add_events(conn, filed.case_id, events if careful else [*state.events, *events], careful)
         return filed.outcome
 
     # -- stages -----------------------------------------------------------------------------------
 
-    def _record(self, conn: Connection, state: MessageState) -> Filed:
+    def _record(self, conn: Connection, state: MessageState, careful: bool) -> Filed:
         """Everything that must be true of a recorded message, in the message's transaction."""
         records.keep_raw(conn, state.digest, state.raw)
-        return self.casework.file(conn, state)
+        return self.casework.file(conn, state, write_events=careful)
 
-    def _answer(self, conn: Connection, request: AnswerRequest, budget: Budget, careful: bool) -> int:
-        queued, events = self.answerer.answer(conn, request, budget, careful=careful)
-        if request.case_id is not None and events:
-            records.add_events(conn, request.case_id, events)
-        elif events:
-            log.info("quarantine notice: %s", events[-1][0])
-        return queued
+    def _add_events(self, conn: Connection, case_id: int, events: Events, careful: bool) -> None:
+        if not events:
+            return
+        if not careful:
+            records.add_events(conn, case_id, events)
+            return
+        savepoint = conn.begin_nested()
+        try:
+            records.add_events(conn, case_id, events)
+        except Exception as exc:  # noqa: BLE001 - the message stays recorded without these history lines
+            savepoint.rollback()
+            log.warning("events of case %s could not be stored: %s", case_id, type(exc).__name__)
+            return
+        savepoint.commit()
 
     def _quarantine(self, conn: Connection, raw: bytes, digest: str, uid: int | None, stage: str, reason: str,
                     budget: Budget, careful: bool) -> Outcome:
@@ -192,7 +204,8 @@ class Pipeline:
             notice = AnswerRequest(purpose="quarantine-notice", template="quarantine-notice",
                                    language=self.casework.language(head.language), msg=head,
                                    verdict=guard.classify(head), context={})
-            queued = self._answer(conn, notice, budget, careful)
+            queued, events = self.answerer.answer(conn, notice, budget, careful=careful)
+            log.info("uid=%s quarantine notice: %s", uid, events[-1][0] if events else "-")
         return Outcome("quarantined", detail=f"{stage}: {reason}", queued=queued)
 
     def _maybe_fault(self, point: str) -> None:

@@ -41,7 +41,9 @@ GLOBAL_WINDOW = timedelta(hours=1)
 
 def bounded(text: str, limit: int) -> str:
     """One line of at most ``limit`` characters (an ellipsis marks a cut)."""
-    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text[: limit * 4]).split())
+    flat = " ".join(text[: limit * 4].split())
+    if not flat.isprintable():  # rare: control or format characters that are not white space
+        flat = " ".join("".join(ch if ch.isprintable() else " " for ch in flat).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

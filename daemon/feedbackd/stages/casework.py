@@ -47,8 +47,9 @@ class Casework:
         self.numbers = numbers
         self.own = settings.mailbox.own_addresses
 
-    def file(self, conn: Connection, state: MessageState) -> Filed:
-        """Store the message on the case it belongs to (a new one if none); events included."""
+    def file(self, conn: Connection, state: MessageState, *, write_events: bool = True) -> Filed:
+        """Store the message on the case it belongs to (a new one if none), and its events unless the
+        caller writes them later together with the answer's (one insert fewer per message)."""
         automatic = state.verdict.kind in ("auto-reply", "bounce")
         quoted = guard.quoted_message_ids(state.raw) if state.verdict.kind != "mail" else None
         thread = cases.find_thread(conn, state.msg, self.numbers, quoted, automatic=automatic)
@@ -69,7 +70,7 @@ class Casework:
         kind = "copy" if thread.how == "copy" and not automatic else (
             "mail" if state.verdict.kind in ("mail", "bulk") else state.verdict.kind)
         record.store_message(conn, state, filed.case_id, kind, attachments)
-        if filed.case_id is not None:
+        if write_events and filed.case_id is not None:
             records.add_events(conn, filed.case_id, state.events)
         return filed
 

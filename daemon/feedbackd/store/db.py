@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
-from feedbackd.store import migrations
+from feedbackd.store import migrations, models  # noqa: F401  (models: the tables)
 from feedbackd.store.migrations import SchemaError
 
 __all__ = ["SCHEMA_LOCK", "SchemaError", "connect", "current", "migrate", "session", "upgrade"]
@@ -55,7 +55,32 @@ def migrate(engine: Engine) -> None:
         return
     if stored is not None:
         migrations.refuse_unknown(where(engine), stored)
+    elif _create_fresh(engine):
+        return
     upgrade(engine)
+
+
+def _create_fresh(engine: Engine) -> bool:
+    """Make an empty database from the models and stamp it with the newest revision; False if not empty.
+
+    Alembic's cookbook way to build an up-to-date database from scratch, without loading Alembic
+    (0.2 s and 10 MB of a first ``run --once``).  The models equal the newest revision (a test
+    compares both ways of making a database), so later revisions apply to it as to any other.
+    Under the same lock as a migration: of several daemons starting at once, one creates.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+            if inspect(conn).get_table_names():
+                return False  # 0.1.0's tables (adopted by the upgrade), or made meanwhile by another daemon
+            SQLModel.metadata.create_all(conn)
+            table = migrations.VERSION_TABLE
+            conn.execute(text(f"CREATE TABLE {table} (version_num VARCHAR(32) NOT NULL, "
+                              f"CONSTRAINT {table}_pkc PRIMARY KEY (version_num))"))
+            conn.execute(text(f"INSERT INTO {table} (version_num) VALUES (:head)"), {"head": migrations.head()})
+    return True
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:

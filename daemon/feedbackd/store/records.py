@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from feedbackd.store.models import (
@@ -52,13 +52,11 @@ def _insert(conn: Connection, table: Table, values: Mapping[str, Any]) -> int:
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
-_SEEN_RAW = (select(MESSAGES.c.id).where(MESSAGES.c.raw_sha256 == bindparam("digest"))
-             .where(MESSAGES.c.direction == "in").limit(1))
-_QUARANTINED_RAW = (select(QUARANTINE.c.id).where(QUARANTINE.c.raw_sha256 == bindparam("digest"))
-                    .where(QUARANTINE.c.resolved.is_(False)).limit(1))
-_INCOMING_BY_ID = (select(MESSAGES.c.case_id, MESSAGES.c.from_addr)
-                   .where(MESSAGES.c.message_id == bindparam("message_id"))
-                   .where(MESSAGES.c.direction == "in").order_by(MESSAGES.c.id).limit(1))
+_RECEIVED_RAW = exists().where(MESSAGES.c.raw_sha256 == bindparam("digest")).where(MESSAGES.c.direction == "in")
+_QUARANTINED_RAW = (exists().where(QUARANTINE.c.raw_sha256 == bindparam("digest"))
+                    .where(QUARANTINE.c.resolved.is_(False)))
+_SEEN_RAW = select(_RECEIVED_RAW)
+_SEEN_RAW_OR_QUARANTINED = select(or_(_RECEIVED_RAW, _QUARANTINED_RAW))
 _CASE_BY_ID = select(CASES).where(CASES.c.id == bindparam("id"))
 _CASES_OF_IDS = (select(MESSAGES.c.message_id, MESSAGES.c.case_id)
                  .where(MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
@@ -82,14 +80,8 @@ _ADVANCE = (update(MAILBOXES).where(MAILBOXES.c.key == bindparam("_key"))
 
 def seen_raw(conn: Connection, digest: str, *, quarantined: bool = True) -> bool:
     """These exact bytes were received before (as a message, or, with ``quarantined``, still in quarantine)."""
-    if conn.execute(_SEEN_RAW, {"digest": digest}).first() is not None:
-        return True
-    return quarantined and conn.execute(_QUARANTINED_RAW, {"digest": digest}).first() is not None
-
-
-def incoming_with_message_id(conn: Connection, message_id: str) -> RowMapping | None:
-    """The first received message carrying this Message-ID: its case_id and from_addr."""
-    return conn.execute(_INCOMING_BY_ID, {"message_id": message_id}).mappings().first()
+    query = _SEEN_RAW_OR_QUARANTINED if quarantined else _SEEN_RAW
+    return bool(conn.execute(query, {"digest": digest}).scalar())
 
 
 def case_by_id(conn: Connection, case_id: int) -> RowMapping | None:
