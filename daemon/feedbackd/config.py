@@ -122,6 +122,33 @@ class PathSettings(Section):
 class CaseSettings(Section):
     prefix: str = Field("FB", pattern=r"^[A-Z][A-Z0-9]{0,9}$")  # the subject token is [FB-000123]
     digits: int = Field(6, ge=3, le=12)
+    reopen_days: int = Field(14, ge=0)  # a citizen's reply this long after resolution reopens; later, a new case
+
+
+STAFF_SECRET_MIN = 16
+ProgressStatus = Literal["in-progress", "waiting", "closed", "open"]
+
+
+def _default_progress() -> list[ProgressStatus]:
+    return ["in-progress", "waiting", "closed", "open"]
+
+
+class StaffSettings(Section):
+    """Staff work from their own mail client (the section's presence switches staff mail on)."""
+
+    enabled: bool = True
+    secret: str = ""  # signs the staff reply addresses (or $FEEDBACKD_STAFF_SECRET); 16 characters or more
+    show_citizen_address: bool = False  # staff mail shows the citizen's address (else masked: zh***@qq.com)
+    require_authentication: bool = False  # a staff reply needs DKIM or SPF pass in Authentication-Results
+    authserv_id: str = ""  # the receiving server's id in Authentication-Results, trusted only topmost
+    copy_citizen_cc: bool = False  # people the citizen copied also receive staff answers
+    # Status changes that send the citizen a short progress mail (#resolve always sends the result).
+    progress_on: list[ProgressStatus] = Field(default_factory=_default_progress)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        return value.strip()
 
 
 class IntakeSettings(Section):
@@ -158,7 +185,13 @@ class Settings(Section):
     intake: IntakeSettings = IntakeSettings()
     acknowledgement: AcknowledgementSettings = AcknowledgementSettings()
     outbox: OutboxSettings = OutboxSettings()
+    staff: StaffSettings | None = None  # None: no [staff] section, staff mail is off
     source: Path | None = None  # the file these settings were read from
+
+    @property
+    def staff_mail(self) -> StaffSettings | None:
+        """The staff settings when staff mail is on, else None."""
+        return self.staff if self.staff is not None and self.staff.enabled else None
 
 
 class ConfigError(Exception):
@@ -192,6 +225,7 @@ def from_dict(data: dict[str, Any], path: Path) -> Settings:
         settings = Settings.model_validate({**data, "source": path})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+    _check_staff(settings, path)
     return _resolve_paths(settings, path.parent)
 
 
@@ -201,7 +235,18 @@ def _with_env_secrets(data: dict[str, Any]) -> dict[str, Any]:
         secret = os.environ.get(f"FEEDBACKD_{section.upper()}_PASSWORD")
         if secret is not None and isinstance(merged.get(section), dict):
             merged[section] = {**merged[section], "password": secret}
+    staff_secret = os.environ.get("FEEDBACKD_STAFF_SECRET")
+    if staff_secret is not None and isinstance(merged.get("staff"), dict):
+        merged["staff"] = {**merged["staff"], "secret": staff_secret}
     return merged
+
+
+def _check_staff(settings: Settings, path: Path) -> None:
+    staff = settings.staff_mail
+    if staff is not None and len(staff.secret) < STAFF_SECRET_MIN:
+        what = "missing" if not staff.secret else f"only {len(staff.secret)} characters long"
+        raise ConfigError(f"{path}: bad value for 'staff.secret': {what}; staff mail needs a secret of "
+                          f"{STAFF_SECRET_MIN} or more characters (or set FEEDBACKD_STAFF_SECRET)")
 
 
 def _describe(exc: ValidationError, path: Path) -> str:

@@ -24,6 +24,7 @@ from feedbackd.config import Settings
 from feedbackd.mail import guard
 from feedbackd.mail.compose import Outgoing, compose
 from feedbackd.mail.message import Address, ParsedMessage
+from feedbackd.outgoing import record_and_queue
 from feedbackd.stages.state import AnswerRequest, Events
 from feedbackd.store import records
 from feedbackd.store.models import utcnow
@@ -191,16 +192,6 @@ class Answerer:
     def _write(self, conn: Connection, request: AnswerRequest, rendered: Rendered, outgoing: Outgoing) -> None:
         """The answer as the case's outgoing message, and its row in the outbox."""
         mailbox = self.settings.mailbox
-        msg = request.msg
-        records.insert_message(conn, {
-            "case_id": request.case_id, "direction": "out", "kind": request.purpose,
-            "message_id": outgoing.message_id, "dedupe_key": f"out:{outgoing.message_id}",
-            "in_reply_to": msg.message_id, "from_addr": mailbox.address, "from_name": mailbox.name,
-            "to_addrs": [outgoing.recipient], "subject": rendered.subject, "date": utcnow(), "text": rendered.text,
-        })
-        records.queue_mail(conn, {
-            "case_id": request.case_id, "purpose": request.purpose, "message_id": outgoing.message_id,
-            "mail_from": outgoing.mail_from, "recipient": outgoing.recipient,
-            "recipient_key": guard.canonical_mailbox(msg.sender.addr if msg.sender else outgoing.recipient),
-            "raw": outgoing.raw,
-        })
+        record_and_queue(conn, outgoing, case_id=request.case_id, purpose=request.purpose, subject=rendered.subject,
+                         text=rendered.text, from_addr=mailbox.address, from_name=mailbox.name,
+                         in_reply_to=request.msg.message_id)
