@@ -14,6 +14,7 @@ from email import message_from_bytes, message_from_string, policy
 import mails
 from conftest import Env
 from feedbackd.service import Daemon
+from test_intake import case_json, cases_json
 
 
 def run_once(env: Env) -> tuple[dict[str, int], object]:
@@ -23,18 +24,6 @@ def run_once(env: Env) -> tuple[dict[str, int], object]:
     finally:
         daemon.engine.dispose()
     return intake.actions, sent
-
-
-def cases_json(env: Env) -> list[dict]:
-    result = env.cli("cases", "list", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def case_json(env: Env, number: str) -> dict:
-    result = env.cli("cases", "show", number, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def outbox_json(env: Env) -> list[dict]:
