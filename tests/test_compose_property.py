@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from feedbackd.mail.compose import Outgoing, clean_header_text, compose
+from feedbackd.mail.compose import AutoSubmitted, Outgoing, clean_header_text, compose
 from feedbackd.mail.message import Address
 from feedbackd.templates import Rendered
 
@@ -114,17 +114,23 @@ def check_address(msg: EmailMessage, header: str, name: str, addr: Addr) -> None
 @SETTINGS
 @given(name=ANY_TEXT, our_name=ANY_TEXT, subject=ANY_TEXT, text=ANY_TEXT, html=st.one_of(st.none(), ANY_TEXT),
        to=st.one_of(addresses(), st.sampled_from(KNOWN)), ours=st.one_of(addresses(), st.sampled_from(KNOWN[1:])),
-       parent=st.one_of(st.none(), ids), refs=st.lists(ids, max_size=25))
+       parent=st.one_of(st.none(), ids), refs=st.lists(ids, max_size=25),
+       reply=st.one_of(st.none(), st.tuples(ANY_TEXT, st.one_of(addresses(), st.sampled_from(KNOWN)))),
+       keyword=st.sampled_from([None, "auto-generated", "auto-replied", "auto-notified"]))
 @example(name="张" * 10_000, our_name="市民反馈中心", subject="\r\nBcc: x@y.example\r\n" * 500, text="\x00\r\n",
-         html=None, to=KNOWN[0], ours=KNOWN[3], parent="a@b", refs=["a@b"])
+         html=None, to=KNOWN[0], ours=KNOWN[3], parent="a@b", refs=["a@b"],
+         reply=("\r\nBcc: x@y.example", KNOWN[1]), keyword="auto-generated")
 def test_what_compose_writes_reads_back_the_same(name: str, our_name: str, subject: str, text: str,
                                                  html: str | None, to: Addr, ours: Addr, parent: str | None,
-                                                 refs: list[str]) -> None:
+                                                 refs: list[str], reply: tuple[str, Addr] | None,
+                                                 keyword: AutoSubmitted | None) -> None:
     out = compose(Rendered(subject, text, html), sender=Address(our_name, ours.given),
                   recipient=Address(name, to.given), in_reply_to=parent, references=refs, automatic=True,
-                  case_number="FB-000001")
+                  case_number="FB-000001", reply_to=Address(reply[0], reply[1].given) if reply else None,
+                  auto_submitted=keyword)
     assert (out.recipient, out.mail_from) == (to.wire, ours.wire)
-    assert out.smtputf8 == (not (to.wire + ours.wire).isascii()) == (not out.raw.isascii())
+    reply_wire = reply[1].wire if reply else ""
+    assert out.smtputf8 == (not (to.wire + ours.wire + reply_wire).isascii()) == (not out.raw.isascii())
     assert parseaddr(out.recipient)[1] == out.recipient  # what aiosmtplib puts after RCPT TO
     wire_lines_are_sound(out.raw)
     msg = read(out)
@@ -138,6 +144,12 @@ def test_what_compose_writes_reads_back_the_same(name: str, our_name: str, subje
     assert msg["In-Reply-To"] == (f"<{parent}>" if parent else None)
     assert msg["References"] == (" ".join(f"<{r}>" for r in refs[-20:]) if refs else None)
     assert msg["X-Feedbackd-Case"] == "FB-000001"
+    assert msg["Auto-Submitted"] == (keyword or "auto-replied") and msg["X-Auto-Response-Suppress"] == "All"
+    if reply:
+        assert len(msg.get_all("Reply-To") or []) == 1
+        check_address(msg, "Reply-To", reply[0], reply[1])
+    else:
+        assert msg["Reply-To"] is None
     check_bodies(msg, text, html)
 
 
@@ -155,15 +167,20 @@ def check_bodies(msg: EmailMessage, text: str, html: str | None) -> None:
 
 @SETTINGS
 @given(name=ANY_TEXT, addr=st.one_of(ANY_TEXT, st.builds("{}@{}".format, ANY_TEXT, ANY_TEXT), ODD_ADDRESS),
-       parent=st.one_of(st.none(), ANY_TEXT), refs=st.lists(ANY_TEXT, max_size=5), case=ANY_TEXT)
+       parent=st.one_of(st.none(), ANY_TEXT), refs=st.lists(ANY_TEXT, max_size=5), case=ANY_TEXT,
+       reply=st.one_of(st.none(), ANY_TEXT, ODD_ADDRESS))
 def test_any_address_or_id_gives_sound_mail_that_names_at_most_the_one_recipient(
-        name: str, addr: str, parent: str | None, refs: list[str], case: str) -> None:
+        name: str, addr: str, parent: str | None, refs: list[str], case: str, reply: str | None) -> None:
     out = compose(Rendered("s", "t", None), sender=Address("我们", "feedback@city.example"),
                   recipient=Address(name, addr), in_reply_to=parent, references=refs, automatic=False,
-                  case_number=case)
+                  case_number=case, reply_to=Address(name, reply) if reply is not None else None)
     wire_lines_are_sound(out.raw)
     msg = read(out)
     assert msg.defects == []
+    assert msg["Auto-Submitted"] is None and msg["X-Auto-Response-Suppress"] == "All"  # a human answer relayed
+    replies = msg.get_all("Reply-To") or []
+    assert len(replies) <= 1 and (not replies or (len(msg["Reply-To"].addresses) == 1
+                                                  and header_defects(msg, "Reply-To") == []))
     assert len(msg.get_all("To")) == 1 and msg["Bcc"] is None and msg["Cc"] is None
     got = msg["To"].addresses
     if out.recipient:

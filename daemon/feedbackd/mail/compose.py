@@ -1,8 +1,9 @@
 """Building outgoing mail: one recipient, our own Message-ID, threading headers, 7-bit safe where it can be.
 
-Only the one addressee ever appears in the headers: never another citizen's address, and never
-the Cc list of the mail we answer.  Nothing from a citizen reaches a header unclean: every header
-value is one bounded line, so no name, subject or address can add a header or break the mail.
+Only the one addressee ever appears in the headers (besides our own addresses in From and Reply-To):
+never another citizen's address, and never the Cc list of the mail we answer.  Nothing from a citizen
+reaches a header unclean: every header value is one bounded line, so no name, subject or address can
+add a header or break the mail.
 
 Internationalised addresses (RFC 6530-6532): an IDN domain goes out as IDNA, so ``c@bücher.example``
 needs nothing special; a non-ASCII local part (``张三@例子.中国``) can only travel with SMTPUTF8, and
@@ -17,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
+from typing import Literal
 
 from feedbackd.mail.message import Address
 from feedbackd.templates import Rendered
@@ -36,6 +38,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _BODY_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")  # C0 controls but TAB, LF, FF and CR; and DEL
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _WORD_BYTES = 45  # a base64 encoded word of 45 octets is 72 characters, under RFC 2047's 75
+AutoSubmitted = Literal["auto-generated", "auto-replied", "auto-notified"]  # RFC 3834's keywords for automatic mail
+_AUTO_SUBMITTED = frozenset(["auto-generated", "auto-replied", "auto-notified"])
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,16 @@ def compose(
     automatic: bool,
     case_number: str | None = None,
     message_id: str | None = None,
+    reply_to: Address | None = None,
+    auto_submitted: AutoSubmitted | None = None,
 ) -> Outgoing:
     """The wire bytes of one mail: multipart/alternative (text + HTML) or text only, base64 UTF-8.
+
+    RFC 3834: ``automatic`` mail carries ``Auto-Submitted: auto-replied`` (an answer to a message), or the
+    keyword ``auto_submitted`` names (``auto-generated`` for mail we originate, e.g. a staff notice), which
+    also marks the mail automatic.  Every mail carries ``X-Auto-Response-Suppress: All``: all of it comes
+    from a robot mailbox, so an out-of-office answer to it is noise, a relayed human answer included.
+    ``reply_to`` is written only where it is a usable address (staff mail: the case's signed reply address).
 
     Written out directly rather than through ``EmailMessage``: measured on a typical acknowledgement,
     this takes 34 µs and ``EmailMessage`` with ``policy.SMTP`` 1.4 ms, and this is every acknowledgement's
@@ -112,6 +124,7 @@ def compose(
     tests/test_compose_property.py shows that ``policy.default`` reads back what this writes.
     """
     mail_from, rcpt_to = wire_address(sender.addr), wire_address(recipient.addr)
+    reply_wire = wire_address(reply_to.addr) if reply_to else ""
     message_id = _clean_id(message_id or "") or new_message_id(sender.addr)
     headers = [
         ("From", _mailbox(sender.name, mail_from)),
@@ -120,16 +133,26 @@ def compose(
         ("Date", format_datetime(datetime.now(UTC), usegmt=True)),
         ("Message-ID", f"<{message_id}>"),
     ]
+    if reply_to and reply_wire:
+        headers.append(("Reply-To", _mailbox(reply_to.name, reply_wire)))
     headers.extend(_threading(in_reply_to, references))
-    if automatic:
-        headers.append(("Auto-Submitted", "auto-replied"))
-        headers.append(("X-Auto-Response-Suppress", "All"))  # asks Exchange not to answer our answer
+    keyword = _auto_submitted(automatic, auto_submitted)
+    if keyword:
+        headers.append(("Auto-Submitted", keyword))
+    headers.append(("X-Auto-Response-Suppress", "All"))  # asks Exchange not to answer our mail
     if case_number and clean_header_text(case_number, 64):
         headers.append(("X-Feedbackd-Case", _unstructured(clean_header_text(case_number, 64))))
     headers.append(("MIME-Version", "1.0"))
     body = _body(rendered, headers)
     return Outgoing(message_id=message_id, mail_from=mail_from, recipient=rcpt_to, raw=_head(headers) + body,
-                    smtputf8=not (mail_from + rcpt_to).isascii())
+                    smtputf8=not (mail_from + rcpt_to + reply_wire).isascii())
+
+
+def _auto_submitted(automatic: bool, keyword: str | None) -> str | None:
+    """The Auto-Submitted value: the keyword given (an unknown one counts as auto-generated), else auto-replied."""
+    if keyword is not None:
+        return keyword if keyword in _AUTO_SUBMITTED else "auto-generated"
+    return "auto-replied" if automatic else None
 
 
 def _threading(in_reply_to: str | None, references: list[str]) -> list[tuple[str, str]]:
