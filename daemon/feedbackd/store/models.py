@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Integer, LargeBinary, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -44,7 +44,7 @@ class RawMessage(SQLModel, table=True):
 class Case(SQLModel, table=True):
     __tablename__ = "case"
     id: int | None = Field(default=None, primary_key=True)  # the public number is derived: FB-000123
-    status: str = Field(default="new", index=True)  # new, open, waiting, resolved, closed
+    status: str = Field(default="new", index=True)  # new, open, in-progress, waiting, resolved, closed
     kind: str = "problem"  # problem (问题反馈) or opinion (反映)
     subject: str = ""
     requester: str = Field(index=True)  # the citizen's address, lower-case
@@ -60,6 +60,13 @@ class Case(SQLModel, table=True):
     message_count: int = 0
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
+    # The staff loop (revision 0003).
+    resolved_at: datetime | None = None  # when it was last resolved (a reply within cases.reopen_days reopens)
+    awaiting_satisfaction: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    satisfaction: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # score, text
+    linked_case: int | None = Field(  # the earlier case a late follow-up continues (named: the revision's name)
+        default=None, sa_column=Column(Integer, ForeignKey("case.id", name="fk_case_linked_case_case"), nullable=True))
+    paused_at: datetime | None = None  # since when the deadlines stand still (status waiting)
 
 
 class Participant(SQLModel, table=True):
@@ -118,6 +125,7 @@ class CaseEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
     kind: str
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    actor: str = Field(default="system", sa_column_kwargs={"server_default": "system"})  # citizen, staff address, admin
 
 
 class OutboxItem(SQLModel, table=True):

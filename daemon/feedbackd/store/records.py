@@ -93,6 +93,12 @@ def case_ids_by_message_ids(conn: Connection, message_ids: Sequence[str]) -> dic
     return {message_id: case_id for message_id, case_id in rows}
 
 
+def participants(conn: Connection, case_id: int, role: str) -> list[str]:
+    rows = conn.execute(select(PARTICIPANTS.c.address).where(PARTICIPANTS.c.case_id == case_id)
+                        .where(PARTICIPANTS.c.role == role).order_by(PARTICIPANTS.c.id))
+    return [str(address) for (address,) in rows]
+
+
 def is_participant(conn: Connection, case_id: int, address: str) -> bool:
     return conn.execute(_PARTICIPANT, {"case_id": case_id, "address": address}).first() is not None
 
@@ -175,9 +181,11 @@ def add_attachments(conn: Connection, message_row: int, attachments: Iterable[Ma
         conn.execute(insert(ATTACHMENTS), rows)
 
 
-def add_events(conn: Connection, case_id: int, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+def add_events(conn: Connection, case_id: int, events: Iterable[tuple[str, dict[str, Any]]],
+               actor: str = "system") -> None:
+    """The events happened now, by ``actor``: "citizen", a staff address, "admin" or "system"."""
     now = utcnow()
-    rows = [{"case_id": case_id, "at": now, "kind": kind, "detail": detail} for kind, detail in events]
+    rows = [{"case_id": case_id, "at": now, "kind": kind, "detail": detail, "actor": actor} for kind, detail in events]
     if rows:
         conn.execute(insert(EVENTS), rows)
 
