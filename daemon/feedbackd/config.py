@@ -247,6 +247,9 @@ def _check_staff(settings: Settings, path: Path) -> None:
         what = "missing" if not staff.secret else f"only {len(staff.secret)} characters long"
         raise ConfigError(f"{path}: bad value for 'staff.secret': {what}; staff mail needs a secret of "
                           f"{STAFF_SECRET_MIN} or more characters (or set FEEDBACKD_STAFF_SECRET)")
+    if staff is not None and staff.require_authentication and not staff.authserv_id.strip():
+        raise ConfigError(f"{path}: bad value for 'staff.authserv_id': require_authentication is on, so it must "
+                          "name the receiving server whose Authentication-Results are trusted")
 
 
 def _describe(exc: ValidationError, path: Path) -> str:
