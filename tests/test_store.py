@@ -96,9 +96,9 @@ def test_a_database_from_before_0_1_0_is_refused_with_a_clear_message(tmp_path, 
     from feedbackd.store.db import SchemaError
 
     path = tmp_path / "old.db"
-    connect(f"sqlite:///{path}").dispose()
+    dump = Path(__file__).resolve().parent / "data" / "db-0.1.0.sqlite.sql"  # 0.1.0's tables, whatever the models
     with sqlite3.connect(path) as conn:  # as if a development version before 0.1.0 had made the outbox table
-        conn.execute("DROP TABLE alembic_version")
+        conn.executescript(dump.read_text(encoding="utf-8"))
         conn.execute("ALTER TABLE outbox DROP COLUMN claim")
     try:
         connect(f"sqlite:///{path}")

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fetch and process everything waiting, send the outbox, exit")
     run.set_defaults(func=cmd_run)
 
-    cases = sub.add_parser("cases", help="list and show cases").add_subparsers(
+    cases = sub.add_parser("cases", help="list, show and work on cases").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     listing = cases.add_parser("list", help="list cases, newest first")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", metavar="ID", help="the case number, e.g. FB-000123")
     show.add_argument("--json", action="store_true", help="print a JSON object")
     show.set_defaults(func=cmd_cases_show)
+    _add_case_actions(cases)
 
     quarantine = sub.add_parser("quarantine", help="messages that could not be handled").add_subparsers(
         dest="action", metavar="ACTION", required=True)
@@ -149,7 +150,8 @@ def _reader(settings: Settings) -> Engine:
     return connect(settings.database.url, readonly=True)
 
 
-def _print_json(data: Any, out: TextIO = sys.stdout) -> None:
+def _print_json(data: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # looked up at each call, so a redirected sys.stdout is honoured
     json.dump(data, out, ensure_ascii=False, indent=2)
     out.write("\n")
 
@@ -234,7 +236,7 @@ def cmd_cases_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no cases")
     for row in rows:
-        print(f"{row['id']}  {row['status']:<8} {row['priority']:<7} {row['department'] or '-':<14} "
+        print(f"{row['id']}  {row['status']:<11} {row['priority']:<7} {row['department'] or '-':<14} "
               f"{row['message_count']:>3}  {row['subject']}")
     return 0
 
@@ -262,6 +264,9 @@ def _print_case(d: dict[str, Any]) -> None:
     print(f"  status {d['status']}, kind {d['kind']}, priority {d['priority']}, "
           f"department {d['department'] or '-'}, assignee {d['assignee'] or '-'}")
     print(f"  requester {d['requester_name']} <{d['requester']}>, tags {', '.join(d['tags']) or '-'}")
+    if d["satisfaction"] or d["linked_case"]:
+        score = f"{d['satisfaction']['score']}/5" if d["satisfaction"] else "-"
+        print(f"  satisfaction {score}, continues {d['linked_case'] or '-'}")
     print(f"  created {d['created_at']}, updated {d['updated_at']}, "
           f"first response due {d['first_response_due'] or '-'}, resolution due {d['resolution_due'] or '-'}")
     if d["routing"]:
@@ -280,7 +285,53 @@ def _print_case(d: dict[str, Any]) -> None:
         print("\nhistory:")
         for e in d["events"]:
             detail = json.dumps(e["detail"], ensure_ascii=False) if e["detail"] else ""
-            print(f"  {e['at']}  {e['kind']}  {detail[:200]}")
+            print(f"  {e['at']}  {e['kind']} ({e['actor']})  {detail[:200]}")
+
+
+CASE_STATUSES = ("in-progress", "waiting", "open", "resolved", "closed")  # those a person may set
+
+
+def _add_case_actions(cases: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``cases reply/note/resolve/assign/move/status``: what a staff reply's commands do, for an admin."""
+    for verb, about in (("reply", "answer the citizen by mail (progress; the case becomes in-progress)"),
+                        ("note", "add an internal note to the case (nothing goes to the citizen)"),
+                        ("resolve", "mail the citizen the final result and the satisfaction question")):
+        action = cases.add_parser(verb, help=about)
+        action.add_argument("id", metavar="ID", help="the case number, e.g. FB-000123")
+        action.add_argument("--text", required=True, help="the text ('-': read it from standard input)")
+        action.set_defaults(func=cmd_cases_act, verb=verb, argument="")
+    for verb, metavar, about in (("assign", "ADDRESS", "assign the case to a staff member (staff or lead)"),
+                                 ("move", "DEPARTMENT", "move the case to a department (key or name); "
+                                                        "its staff are told"),
+                                 ("status", "STATUS", f"set the status: {', '.join(CASE_STATUSES)}")):
+        action = cases.add_parser(verb, help=about)
+        action.add_argument("id", metavar="ID", help="the case number, e.g. FB-000123")
+        action.add_argument("argument", metavar=metavar,
+                            choices=CASE_STATUSES if verb == "status" else None)
+        if verb == "status":
+            action.add_argument("--text", help="resolved: the final result for the citizen ('-': standard input)")
+        action.set_defaults(func=cmd_cases_act, verb=verb, text="")
+
+
+def cmd_cases_act(args: argparse.Namespace) -> int:
+    """One staff command on a case, as the actor "admin"; the mail it causes goes through the outbox."""
+    from feedbackd.staff.commands import Command
+    from feedbackd.staff.loop import act
+
+    settings = _settings(args)
+    commands = [] if args.verb == "reply" else [Command(args.verb, args.argument,
+                                                        f"#{args.verb} {args.argument}".strip())]
+    text = sys.stdin.read() if args.text == "-" else args.text
+    try:
+        said = act(_engine(settings), settings, args.id, commands, text, "admin")
+    except LookupError:
+        print(f"feedbackd: no case {args.id}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # the command was refused: nothing was changed or sent
+        print(f"feedbackd: {args.id}: {exc}", file=sys.stderr)
+        return 1
+    print(said)
+    return 0
 
 
 # -- quarantine and outbox ------------------------------------------------------------------------

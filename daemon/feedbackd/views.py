@@ -1,6 +1,8 @@
 """Cases, messages, quarantine and outbox rows as plain data, for JSON and for the terminal.
 
 The JSON field names are a contract (checked from outside): add fields, never rename them.
+A case's ``status`` is one of new, open, in-progress, waiting, resolved, closed (``staff.actions``
+decides the changes); every event has an ``actor``: citizen, a staff address, admin or system.
 """
 
 from __future__ import annotations
@@ -45,7 +47,17 @@ def case_summary(case: Case, numbers: CaseNumbers) -> dict[str, Any]:
         "resolution_due": iso(case.resolution_due),
         "created_at": iso(case.created_at),
         "updated_at": iso(case.updated_at),
+        "resolved_at": iso(case.resolved_at),
+        "satisfaction": _satisfaction(case.satisfaction),
+        "linked_case": numbers.format(case.linked_case) if case.linked_case else None,
     }
+
+
+def _satisfaction(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The citizen's answer as {score: 1-5, text}, or None when they gave none."""
+    if not stored:
+        return None
+    return {"score": stored.get("score"), "text": stored.get("text", "")}
 
 
 def case_detail(db: Session, case: Case, numbers: CaseNumbers) -> dict[str, Any]:
@@ -65,7 +77,7 @@ def case_detail(db: Session, case: Case, numbers: CaseNumbers) -> dict[str, Any]
         **case_summary(case, numbers),
         "routing": case.routing,
         "messages": [message_view(m, attachments.get(m.id or 0, [])) for m in messages],
-        "events": [{"at": iso(e.at), "kind": e.kind, "detail": e.detail} for e in events],
+        "events": [{"at": iso(e.at), "kind": e.kind, "detail": e.detail, "actor": e.actor} for e in events],
     }
 
 
