@@ -19,6 +19,7 @@ import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -63,8 +64,14 @@ class Pipeline:
         intake = settings.intake
         self.limits = ParseLimits(max_parts=intake.max_parts, max_header_bytes=intake.max_header_bytes,
                                   max_depth=intake.max_depth)
-        self.casework = Casework(settings, rules, files or FileStore(settings.paths.data), self.numbers)
-        self.answerer = Answerer(settings, templates or Templates(settings.paths.templates))
+        templates = templates or Templates(settings.paths.templates)
+        staff = None
+        if settings.staff_mail is not None:
+            from feedbackd.staff.loop import StaffLoop  # loaded only when staff mail is on
+
+            staff = StaffLoop(settings, rules, templates, self.numbers)
+        self.casework = Casework(settings, rules, files or FileStore(settings.paths.data), self.numbers, staff)
+        self.answerer = Answerer(settings, templates)
         self.fault = os.environ.get(FAULT_ENV, "")
 
     # -- the entry points -------------------------------------------------------------------------
@@ -171,7 +178,10 @@ class Pipeline:
         if filed.case_id is not None:
             # Optimistic: the case's events in one insert with the answer's; careful: the record
             # stage wrote its own inside its savepoint.
-            self._add_events(conn, filed.case_id, events if careful else [*state.events, *events], careful)
+            rows = [(kind, detail, "system") for kind, detail in events]
+            if not careful:
+                rows = [(kind, detail, filed.actor) for kind, detail in state.events] + rows
+            self._add_events(conn, filed.case_id, rows, careful)
         return filed.outcome
 
     # -- stages -----------------------------------------------------------------------------------
@@ -181,15 +191,16 @@ class Pipeline:
         records.keep_raw(conn, state.digest, state.raw)
         return self.casework.file(conn, state, write_events=careful)
 
-    def _add_events(self, conn: Connection, case_id: int, events: Events, careful: bool) -> None:
+    def _add_events(self, conn: Connection, case_id: int, events: list[tuple[str, dict[str, Any], str]],
+                    careful: bool) -> None:
         if not events:
             return
         if not careful:
-            records.add_events(conn, case_id, events)
+            records.add_events_by(conn, case_id, events)
             return
         savepoint = conn.begin_nested()
         try:
-            records.add_events(conn, case_id, events)
+            records.add_events_by(conn, case_id, events)
         except Exception as exc:  # noqa: BLE001 - the message stays recorded without these history lines
             savepoint.rollback()
             log.warning("events of case %s could not be stored: %s", case_id, type(exc).__name__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
@@ -26,6 +26,9 @@ from feedbackd.store import records
 from feedbackd.store.files import FileStore
 from feedbackd.store.models import utcnow
 
+if TYPE_CHECKING:
+    from feedbackd.staff.loop import StaffLoop
+
 MAX_COPIED = 20  # people the citizen copied who become participants
 
 
@@ -36,20 +39,28 @@ class Filed:
     outcome: Outcome
     case_id: int | None
     answer: AnswerRequest | None = None
+    notice: str | None = None  # what to tell the case's staff: new-case, follow-up, reopened, unsatisfied
+    case: dict[str, Any] | None = None  # the case as it is after this message (for the notice)
+    actor: str = "citizen"  # who the case's events of this message are by
 
 
 class Casework:
     def __init__(self, settings: Settings, rules: Callable[[], RuleSet], files: FileStore,
-                 numbers: CaseNumbers) -> None:
+                 numbers: CaseNumbers, staff: StaffLoop | None = None) -> None:
         self.settings = settings
         self.rules = rules
         self.files = files
         self.numbers = numbers
+        self.staff = staff  # None: staff mail is off
         self.own = settings.mailbox.own_addresses
 
     def file(self, conn: Connection, state: MessageState, *, write_events: bool = True) -> Filed:
         """Store the message on the case it belongs to (a new one if none), and its events unless the
         caller writes them later together with the answer's (one insert fewer per message)."""
+        if self.staff is not None:
+            staff_reply = self._staff_reply(conn, state)
+            if staff_reply is not None:
+                return staff_reply
         automatic = state.verdict.kind in ("auto-reply", "bounce")
         quoted = guard.quoted_message_ids(state.raw) if state.verdict.kind != "mail" else None
         thread = cases.find_thread(conn, state.msg, self.numbers, quoted, automatic=automatic)
@@ -69,12 +80,40 @@ class Casework:
             filed = self._join(conn, state, thread)
         kind = "copy" if thread.how == "copy" and not automatic else (
             "mail" if state.verdict.kind in ("mail", "bulk") else state.verdict.kind)
-        record.store_message(conn, state, filed.case_id, kind, attachments)
+        if automatic:
+            filed.actor = "system"
+        row = record.store_message(conn, state, filed.case_id, kind, attachments)
         if write_events and filed.case_id is not None:
-            records.add_events(conn, filed.case_id, state.events)
+            records.add_events(conn, filed.case_id, state.events, actor=filed.actor)
+        if self.staff is not None and filed.notice and filed.case is not None:
+            decision_rules = filed.case.get("routing", {}).get("matched", []) if filed.notice == "new-case" else []
+            self.staff.notify(conn, filed.case, filed.notice, text=state.msg.text, subject=state.msg.subject,
+                              message_row=row, rules=list(decision_rules))
         return filed
 
-    def _open(self, conn: Connection, state: MessageState) -> Filed:
+    def _staff_reply(self, conn: Connection, state: MessageState) -> Filed | None:
+        """A verified staff reply, applied; a failed claim is noted on the case it names and goes on as citizen mail."""
+        assert self.staff is not None
+        claim = self.staff.claim(state)
+        if claim is None:
+            return None
+        sender = state.msg.sender.addr if state.msg.sender else ""
+        if claim.staff:
+            attachments = record.keep_attachments(self.files, state.msg)
+
+            def store(case_id: int, kind: str) -> None:
+                record.store_message(conn, state, case_id, kind, attachments)
+
+            reply = self.staff.reply(conn, state, claim, store)
+            if reply is not None:
+                return Filed(reply.outcome, reply.case_id, actor=sender)
+            return None
+        named = self.numbers.parse(claim.case_number or "")
+        if named and records.case_by_id(conn, named) is not None:
+            records.add_events(conn, named, [("staff-claim-failed", {"from": sender, "reason": claim.reason})])
+        return None
+
+    def _open(self, conn: Connection, state: MessageState, linked: int | None = None) -> Filed:
         msg = state.msg
         ruleset = self.rules()
         decision = ruleset.evaluate(msg)
@@ -98,27 +137,44 @@ class Casework:
             "created_at": now,
             "updated_at": now,
         }
+        if linked is not None:
+            case["linked_case"] = linked
         case_id = records.insert_case(conn, case)
         number = self.numbers.format(case_id)
         # People the citizen copied take part in the case: they may follow up on it.
         copied = [a.addr for a in msg.cc if a.addr not in self.own and a.addr != case["requester"]]
         records.add_participants(conn, case_id, copied[:MAX_COPIED], "cc")
-        state.events.append(("opened", {"verdict": state.verdict.kind}))
+        opened: dict[str, Any] = {"verdict": state.verdict.kind}
+        if linked is not None:
+            opened["continues"] = self.numbers.format(linked)
+        state.events.append(("opened", opened))
         state.events.append(("routed", {"rules": decision.matched}))  # the full decision is in case.routing
         answer = AnswerRequest(
             purpose="acknowledgement", template=decision.template, language=case["language"], msg=msg,
             verdict=state.verdict, context=self._case_context(case, number, decision, ruleset),
             case_id=case_id, case_number=number,
             refusal="a rule suppresses the acknowledgement" if decision.suppress_ack else None)
-        return Filed(Outcome("new-case", number), case_id, answer)
+        full = {**case, "id": case_id, "assignee": decision.assignee, "routing": {"matched": decision.matched}}
+        return Filed(Outcome("new-case", number), case_id, answer, notice="new-case", case=full)
 
     def _join(self, conn: Connection, state: MessageState, thread: Thread) -> Filed:
         assert thread.case is not None
         case = dict(thread.case)
         changes: dict[str, Any] = {"message_count": case["message_count"] + 1, "updated_at": utcnow()}
-        if case["status"] in ("resolved", "closed", "waiting"):
-            state.events.append(("reopened", {"from": case["status"]}))
-            changes["status"] = "open"
+        notice = "follow-up"
+        if case["status"] in ("resolved", "closed"):
+            answered = self._satisfaction(state, case, changes)
+            if answered is not None:
+                notice = answered
+            elif self._too_late(case):
+                return self._open(conn, state, linked=case["id"])
+            else:
+                state.events.append(("reopened", {"from": case["status"]}))
+                changes.update(status="open", awaiting_satisfaction=False)
+                notice = "reopened"
+        elif case["status"] == "waiting":  # the citizen sent what was asked for: the clock runs again
+            state.events.append(("status", {"from": "waiting", "to": "open", "reason": "the citizen replied"}))
+            changes.update(status="open", paused_at=None)
         ruleset = self.rules()
         raised = ruleset.evaluate_followup(state.msg, case["priority"])
         if raised is not None and raised.priority != case["priority"]:
@@ -129,7 +185,36 @@ class Casework:
             changes.update(tighter_deadlines({**case, **changes}, ruleset))
         state.events.append(("message", {"threaded_by": thread.how}))
         records.update_case(conn, case["id"], changes)
-        return Filed(Outcome("joined", self.numbers.format(case["id"]), detail=f"by {thread.how}"), case["id"])
+        return Filed(Outcome("joined", self.numbers.format(case["id"]), detail=f"by {thread.how}"), case["id"],
+                     notice=notice or None, case={**case, **changes})
+
+    def _satisfaction(self, state: MessageState, case: dict[str, Any], changes: dict[str, Any]) -> str | None:
+        """The citizen's answer to the result's satisfaction question; returns the notice ("" for none)."""
+        if not case.get("awaiting_satisfaction"):
+            return None
+        from feedbackd.staff.quotes import strip_reply  # the staff loop's parts load only when it is used
+        from feedbackd.staff.satisfaction import parse_satisfaction
+
+        answer = parse_satisfaction(strip_reply(state.msg.text, state.msg.html))
+        if answer is None:
+            return None
+        score, text = answer
+        changes.update(satisfaction={"score": score, "text": text[:1000]}, awaiting_satisfaction=False)
+        state.events.append(("satisfaction", {"score": score}))
+        if score > 2:
+            return ""
+        state.events.append(("reopened", {"from": case["status"], "reason": "the citizen is not satisfied"}))
+        changes.update(status="open")
+        return "unsatisfied"
+
+    def _too_late(self, case: dict[str, Any]) -> bool:
+        """Resolved longer ago than cases.reopen_days: a reply opens a new case linked to this one."""
+        since = case.get("resolved_at") or case.get("updated_at")
+        if since is None:
+            return False
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return bool(utcnow() - since > timedelta(days=self.settings.cases.reopen_days))
 
     def _note_copy(self, conn: Connection, state: MessageState, thread: Thread) -> Filed:
         """Other bytes under a Message-ID already on the case (e.g. delivered via an alias too): kept, not acted on."""

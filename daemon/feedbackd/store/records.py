@@ -184,8 +184,14 @@ def add_attachments(conn: Connection, message_row: int, attachments: Iterable[Ma
 def add_events(conn: Connection, case_id: int, events: Iterable[tuple[str, dict[str, Any]]],
                actor: str = "system") -> None:
     """The events happened now, by ``actor``: "citizen", a staff address, "admin" or "system"."""
+    add_events_by(conn, case_id, ((kind, detail, actor) for kind, detail in events))
+
+
+def add_events_by(conn: Connection, case_id: int, events: Iterable[tuple[str, dict[str, Any], str]]) -> None:
+    """Events by several actors in one insert: (kind, detail, actor)."""
     now = utcnow()
-    rows = [{"case_id": case_id, "at": now, "kind": kind, "detail": detail, "actor": actor} for kind, detail in events]
+    rows = [{"case_id": case_id, "at": now, "kind": kind, "detail": detail, "actor": actor}
+            for kind, detail, actor in events]
     if rows:
         conn.execute(insert(EVENTS), rows)
 
