@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -333,6 +334,17 @@ class SmtpSink:
                     break
                 self._cond.wait(left)
             return list(self.received)
+
+    def wait_until(self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0) -> bool:
+        """Block until ``predicate(received)`` holds (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.received):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
 
     def clear(self) -> None:
         with self._lock:

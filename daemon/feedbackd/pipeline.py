@@ -174,7 +174,8 @@ class Pipeline:
             savepoint.commit()
         events: Events = []
         if filed.answer is not None:
-            filed.outcome.queued, events = self.answerer.answer(conn, filed.answer, budget, careful=careful)
+            queued, events = self.answerer.answer(conn, filed.answer, budget, careful=careful)
+            filed.outcome.queued += queued
         if filed.case_id is not None:
             # Optimistic: the case's events in one insert with the answer's; careful: the record
             # stage wrote its own inside its savepoint.

@@ -66,6 +66,7 @@ class StaffLoop:
         self.mail = StaffMail(settings, templates, numbers)
         self.own = settings.mailbox.own_addresses
         self._directory: tuple[int, frozenset[str]] | None = None
+        self.queued = 0  # mails queued so far (intake reads the difference to wake the sender)
 
     # -- who is staff -----------------------------------------------------------------------------
 
@@ -193,6 +194,7 @@ class StaffLoop:
         mailbox = self.settings.mailbox
         record_and_queue(conn, outgoing, case_id=case_id, purpose=purpose, subject=rendered.subject,
                          text=rendered.text, from_addr=mailbox.address, from_name=mailbox.name)
+        self.queued += 1
         return 1
 
 
@@ -238,7 +240,7 @@ def act(engine: Engine, settings: Settings, case_number: str, commands: list[Com
         if row is None:
             raise LookupError(f"no case {case_number}")
         case: dict[str, Any] = dict(row)
-        applied = actions.apply(case, commands, watcher.current(), has_text=bool(text.strip()))
+        applied = actions.apply(case, commands, watcher.current(), has_text=bool(text.strip()), note_text=text)
         if applied.errors:
             raise ValueError("; ".join(applied.errors))
         loop._carry_out(conn, case, applied, text, actor=actor)

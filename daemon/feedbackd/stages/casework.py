@@ -19,6 +19,7 @@ from feedbackd.cases import CaseNumbers, Thread
 from feedbackd.config import Settings
 from feedbackd.mail import guard
 from feedbackd.routing import Decision, RuleSet
+from feedbackd.staff import actions
 from feedbackd.stages import record
 from feedbackd.stages.answer import local_time
 from feedbackd.stages.state import AnswerRequest, MessageState, Outcome
@@ -57,6 +58,14 @@ class Casework:
     def file(self, conn: Connection, state: MessageState, *, write_events: bool = True) -> Filed:
         """Store the message on the case it belongs to (a new one if none), and its events unless the
         caller writes them later together with the answer's (one insert fewer per message)."""
+        if self.staff is None:
+            return self._file(conn, state, write_events)
+        before = self.staff.queued
+        filed = self._file(conn, state, write_events)
+        filed.outcome.queued += self.staff.queued - before  # staff notices and relayed answers wake the sender
+        return filed
+
+    def _file(self, conn: Connection, state: MessageState, write_events: bool) -> Filed:
         if self.staff is not None:
             staff_reply = self._staff_reply(conn, state)
             if staff_reply is not None:
@@ -174,7 +183,7 @@ class Casework:
                 notice = "reopened"
         elif case["status"] == "waiting":  # the citizen sent what was asked for: the clock runs again
             state.events.append(("status", {"from": "waiting", "to": "open", "reason": "the citizen replied"}))
-            changes.update(status="open", paused_at=None)
+            changes.update(status="open", **actions.resume_deadlines(case))
         ruleset = self.rules()
         raised = ruleset.evaluate_followup(state.msg, case["priority"])
         if raised is not None and raised.priority != case["priority"]:
