@@ -174,6 +174,33 @@ To: <zhangsan@city.example>
 {NOTICE_EN}
 """
 
+QQ_EN_TEXT = f"""Noted, thanks.
+
+------------------ Original ------------------
+From:  "Feedback Center"<{REPLY_TO}>;
+Date:  Mon, Jan 15, 2024 09:00 AM
+To:  "desk"<desk@city.example>;
+Subject:  [FB-000123] Street lamp
+
+{NOTICE_EN}
+"""
+
+THUNDERBIRD_ZH = f"""已处理。
+
+在 2024/1/15 9:00, 市民反馈中心 写道:
+{quoted(NOTICE_ZH)}
+"""
+
+OUTLOOK_MOBILE_ZH = f"""已处理。
+
+从 Android 版 Outlook 发送
+________________________________
+发件人: 市民反馈中心 <{REPLY_TO}>
+发送时间: Monday, January 15, 2024 9:00:00 AM
+收件人: 张三 <zhangsan@city.example>
+主题: [FB-000123] 路灯
+"""
+
 INTERLEAVED = """> Where exactly is the lamp?
 Next to bus stop 12.
 
@@ -199,6 +226,9 @@ Since Monday.
         ("Mac Mail en", MAC_MAIL_TEXT, "The crew fixed it this morning.\n\nBest,\nZhang"),
         ("Thunderbird bottom-posted", THUNDERBIRD_BOTTOM, "Yes: fixed on Friday, see the photo."),
         ("Gmail forward", GMAIL_FORWARD, "Please see below."),
+        ("QQ Mail en", QQ_EN_TEXT, "Noted, thanks."),
+        ("Thunderbird zh", THUNDERBIRD_ZH, "已处理。"),
+        ("Outlook mobile zh", OUTLOOK_MOBILE_ZH, "已处理。"),
         ("interleaved answers", INTERLEAVED, "Next to bus stop 12.\n\nSince Monday."),
     ],
 )
@@ -467,6 +497,7 @@ def names(text: str) -> list[tuple[str, str]]:
         ("#优先级 紧急", ("priority", "紧急")),
         ("#assign Zhang.San@City.example", ("assign", "zhang.san@city.example")),
         ("#指派 <li.si@city.example>", ("assign", "li.si@city.example")),
+        ("#指派 李四 <Li.Si@city.example>", ("assign", "li.si@city.example")),
         ("#move roads", ("move", "roads")),
         ("#转办 交通运输局", ("move", "交通运输局")),
         ("#note", ("note", "")),
@@ -580,6 +611,7 @@ def test_help_text_in_both_languages() -> None:
         ("4 out of 5 - quick work", (4, "quick work")),
         ("2 很慢", (2, "很慢")),
         ("五分", (5, "")),
+        ("5星好评", (5, "")),
         ("满意", (5, "")),
         ("满意！谢谢你们", (5, "谢谢你们")),
         ("非常满意", (5, "")),
@@ -600,6 +632,9 @@ def test_help_text_in_both_languages() -> None:
         ("OK", (3, "")),
         ("okay.", (3, "")),
         ("\n\n  满意\n\n谢谢", (5, "谢谢")),
+        ("谢谢，非常满意！", (5, "")),
+        ("非常感谢！我很满意，路灯已经亮了", (5, "路灯已经亮了")),
+        ("Thank you, very satisfied", (5, "")),
     ],
 )
 def test_satisfaction_answers(text: str, expected: tuple[int, str]) -> None:
@@ -623,7 +658,8 @@ def test_satisfaction_answers(text: str, expected: tuple[int, str]) -> None:
         "一分钱没花",  # 一分 then more text: not a score
         "Oklahoma",
         "I will be satisfied when it works",
-        "谢谢，满意",  # the answer must lead the line
+        "路灯修好了，满意",  # the answer leads the line (after a courtesy at most)
+        "thanks for nothing",
     ],
 )
 def test_not_an_answer(text: str) -> None:

@@ -106,7 +106,10 @@ def _argument(name: str, argument: str, line: str) -> tuple[Command | None, str]
             return None, _error(line, "unknown status (in-progress, waiting)", "未知状态（处理中、等待补充）")
         return Command(name, status, line), ""
     if name == "assign":
-        address = unicodedata.normalize("NFKC", argument).strip("<>").removeprefix("mailto:").lower()
+        address = unicodedata.normalize("NFKC", argument)
+        if "<" in address and address.endswith(">"):  # 张三 <zhang.san@city.example>
+            address = address[address.rindex("<") :]
+        address = address.strip("<>").removeprefix("mailto:").lower()
         local, at, domain = address.partition("@")
         if not (local and at and "." in domain) or any(c in address for c in _SEPARATORS + "<>,;"):
             return None, _error(line, "needs one mail address", "需要一个邮箱地址")

@@ -38,7 +38,7 @@ from feedbackd.mail.html import html_to_text
 _INVISIBLE = str.maketrans({"\xa0": " ", "\u3000": " ", "\u200b": None, "\ufeff": None, "\t": " "})
 _ATTRIBUTION_ENDS = ("写道：", "写道:", "寫道：", "寫道:", "wrote:", "wrote :")
 _SEPARATOR_WORDS = ("原始邮件", "邮件原件", "原始郵件", "郵件原件", "转发邮件", "转发的邮件", "轉寄郵件", "转发",
-                    "original message", "forwarded message", "forwarded")
+                    "original", "forwarded")  # QQ Mail in English: "------------------ Original ------------------"
 _FORWARD_LINES = frozenset({"begin forwarded message", "开始转发的邮件", "以下是转发的邮件", "转发的邮件"})
 _FROM_LABELS = frozenset({"from", "发件人", "寄件者", "寄件人"})
 _HEADER_LABELS = frozenset({"sent", "date", "to", "cc", "subject", "发送时间", "发送日期", "时间", "日期", "收件人",

@@ -1,8 +1,10 @@
 """The citizen's answer to "are you satisfied?": a score 1-5 from a digit or a word, in Chinese or English.
 
-Only the first non-empty line of the (quote-stripped) reply is read, and only its start: the result mail
-asks for "1-5 or 满意 / 一般 / 不满意", and a citizen who writes anything else is writing a follow-up, not
-an answer.  Words are matched longest first, because "不满意" contains "满意" and "一般" starts like "一分".
+Only the first non-empty line of the (quote-stripped) reply is read, and only its start (after a courtesy
+such as "谢谢，" and a "我"/"I'm"): the result mail asks for "1-5 or 满意 / 一般 / 不满意", and a citizen who
+writes anything else is writing a follow-up, not an answer.  Words are matched longest first, because "不满意"
+contains "满意" and "一般" starts like "一分"; a digit must stand alone ("5", "5分", "5/5"), so "50元",
+"5分钟" and "3 days later" are not scores.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ _WORDS: dict[str, int] = {
 }  # fmt: skip
 _BY_LENGTH = sorted(_WORDS, key=len, reverse=True)
 _PREFIXES = ("我对结果", "我对处理结果", "对处理结果", "对结果", "本人", "我", "i am ", "i'm ", "i’m ", "im ")
+_COURTESY = ("非常感谢", "谢谢你们", "谢谢您", "谢谢", "感谢", "多谢", "您好", "你好",
+             "thank you", "thanks", "hello", "hi")
 _CHINESE_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
-_UNITS = ("颗星", "星级", "星", "分", "/5", " / 5", " out of 5", " stars", " star", " points", " point")
+_UNITS = ("颗星", "星级", "星好评", "星", "分", "/5", " / 5", " out of 5", " stars", " star", " points", " point")
 _NOT_AFTER_WORD = frozenset("度吗么否")  # 满意度 (a noun), 满意吗 (a question)
 _HEAD = 64  # characters of the first line an answer can use
 _PUNCTUATION = " \t\u3000,.;:!?，。；：！？、~～-—)）]】"
@@ -62,12 +66,25 @@ def _normalized(head: str) -> tuple[str, list[int]]:
 
 def _score(lower: str) -> tuple[int, int] | None:
     """The score and how many characters of ``lower`` (normalized) the answer used."""
-    skip = next((len(p) for p in _PREFIXES if lower.startswith(p)), 0)
-    for start in dict.fromkeys((0, skip)):
+    for start in _starts(lower):
         found = _digit(lower, start) or _word(lower, start)
         if found is not None:
             return found
     return None
+
+
+def _starts(lower: str) -> list[int]:
+    """Where the answer may begin: at once, after a courtesy ("谢谢，"), after "我"/"I'm"."""
+    starts = [0]
+    courtesy = next((c for c in _COURTESY if lower.startswith(c)), "")
+    after = len(lower[len(courtesy) :].lstrip(_PUNCTUATION))
+    if courtesy and len(lower) - after > len(courtesy):  # only with punctuation after it: "谢谢，满意"
+        starts.append(len(lower) - after)
+    for start in list(starts):
+        prefix = next((p for p in _PREFIXES if lower.startswith(p, start)), "")
+        if prefix:
+            starts.append(start + len(prefix))
+    return starts
 
 
 def _digit(lower: str, start: int) -> tuple[int, int] | None:
