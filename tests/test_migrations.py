@@ -246,8 +246,7 @@ def test_a_database_already_at_the_newest_revision_is_checked_without_alembic(tm
     """Start-up stays fast: one query of alembic_version; Alembic itself is never loaded."""
     url = f"sqlite:///{tmp_path / 'f.db'}"
     connect(url).dispose()
-    probe = ("import sys, time; from feedbackd.store.db import connect; t = time.perf_counter(); "
-             f"connect({url!r}).dispose(); print(time.perf_counter() - t, 'alembic' in sys.modules)")
+    probe = f"import sys; from feedbackd.store.db import connect; connect({url!r}).dispose(); " \
+            "print('alembic' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    seconds, loaded = result.stdout.split()
-    assert loaded == "False" and float(seconds) < 0.5
+    assert result.stdout.strip() == "False"
