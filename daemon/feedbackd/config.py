@@ -175,6 +175,33 @@ class OutboxSettings(Section):
     give_up_after: Duration = timedelta(days=3)  # temporary failures become permanent after this
 
 
+class CalendarSettings(Section):
+    """Business hours: deadlines count only working time when this section is present."""
+
+    timezone: str = "Asia/Shanghai"
+    working_hours: str = "09:00-12:00,13:30-18:00"  # comma-separated HH:MM-HH:MM ranges of a working day
+    country: str = "CN"  # public holidays (and China's adjusted working days, 调休) from the holidays package
+    overrides: Path | None = None  # YAML of extra holidays and working days, for years the package lacks
+
+
+class JobsSettings(Section):
+    """The scheduled jobs (``feedbackd jobs run`` and the daemon's scheduler)."""
+
+    reminder_at: float = Field(0.75, gt=0, lt=1)  # share of a deadline after which its reminder goes
+    escalate_after: Duration = timedelta(hours=4)  # second escalation level (admins), after the first (lead)
+    progress_every: Duration = timedelta(days=3)  # a citizen hears "still being handled" this often
+    digest_at: str = Field("08:30", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")  # daily staff digest, local time
+    report_weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # weekly report to admins
+    auto_close_after: Duration = timedelta(days=7)  # resolved without a citizen reply → closed
+    retention: Duration = timedelta(days=365)  # closed this long → personal data purged
+    admins: list[str] = Field(default_factory=list)  # second escalation level and the weekly report
+
+    @field_validator("admins")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [_check_address(v) for v in value]
+
+
 class Settings(Section):
     mailbox: MailboxSettings
     imap: ImapSettings
@@ -186,6 +213,8 @@ class Settings(Section):
     acknowledgement: AcknowledgementSettings = AcknowledgementSettings()
     outbox: OutboxSettings = OutboxSettings()
     staff: StaffSettings | None = None  # None: no [staff] section, staff mail is off
+    calendar: CalendarSettings | None = None  # None: deadlines count calendar time
+    jobs: JobsSettings = JobsSettings()
     source: Path | None = None  # the file these settings were read from
 
     @property
@@ -273,6 +302,9 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
 
+    if settings.calendar is not None and settings.calendar.overrides is not None:
+        calendar = settings.calendar.model_copy(update={"overrides": absolute(settings.calendar.overrides)})
+        settings = settings.model_copy(update={"calendar": calendar})
     paths = PathSettings(rules=absolute(settings.paths.rules),
                          templates=absolute(settings.paths.templates),
                          data=absolute(settings.paths.data))

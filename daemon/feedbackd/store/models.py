@@ -67,6 +67,8 @@ class Case(SQLModel, table=True):
     linked_case: int | None = Field(  # the earlier case a late follow-up continues (named: the revision's name)
         default=None, sa_column=Column(Integer, ForeignKey("case.id", name="fk_case_linked_case_case"), nullable=True))
     paused_at: datetime | None = None  # since when the deadlines stand still (status waiting)
+    closed_at: datetime | None = None  # when it was closed (retention counts from here)
+    purged_at: datetime | None = None  # when its personal data was removed (retention)
 
 
 class Participant(SQLModel, table=True):
@@ -164,3 +166,29 @@ class QuarantineItem(SQLModel, table=True):
     subject: str = ""
     sender: str = ""
     resolved: bool = False
+
+
+class JobRun(SQLModel, table=True):
+    """One occurrence of a scheduled job, claimed once: two daemons (or cron and a daemon) never both run it."""
+
+    __tablename__ = "job_run"
+    __table_args__ = (UniqueConstraint("job", "occurrence"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job: str  # reminders, digest, report, auto-close, purge, ...
+    occurrence: str  # which run of it: e.g. "2026-12-01T08:30+08:00" for the 08:30 digest of that day
+    claimed_by: str = ""  # the holder (feedbackd.holder) that runs it
+    claimed_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class CaseNotice(SQLModel, table=True):
+    """A timed notice about a case that must go once: a reminder, an escalation level, a progress note."""
+
+    __tablename__ = "case_notice"
+    __table_args__ = (UniqueConstraint("case_id", "kind", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    kind: str  # reminder, escalation-1, escalation-2, progress
+    key: str  # which deadline or period: "first_response@<due iso>", "progress@3"
+    at: datetime = Field(default_factory=utcnow)
