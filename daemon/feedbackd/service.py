@@ -3,7 +3,8 @@
 ``Daemon.run_once`` drains the mailbox and the outbox and returns (``feedbackd run --once``);
 ``Daemon.run`` keeps going until SIGTERM/SIGINT: intake in the main thread (IDLE or polling,
 reconnecting with backoff when the server drops us), sending in an outbox thread, so an SMTP
-outage never holds up intake and an IMAP outage never holds up sending.
+outage never holds up intake and an IMAP outage never holds up sending. A jobs pass runs every minute
+in a scheduler thread (``jobs.scheduler``): the same jobs, claimed the same way, as ``feedbackd jobs run``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from feedbackd.config import Settings
+from feedbackd.jobs.scheduler import JobsScheduler
 from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
 from feedbackd.outbox import Backlog, FlushReport, Outbox
 from feedbackd.pipeline import Cursor, Pipeline
@@ -54,6 +56,7 @@ class Daemon:
         self.source = ImapSource(settings.imap)
         self.stopping = threading.Event()
         self.outbox_wake = threading.Event()
+        self.jobs = JobsScheduler(settings, self.engine, self.rules.current, self.outbox_wake)
 
     # -- intake -----------------------------------------------------------------------------------
 
@@ -155,6 +158,7 @@ class Daemon:
         sender = threading.Thread(target=self._outbox_loop, args=(self.stopping, FlushReport()), name="outbox",
                                   daemon=True)
         sender.start()
+        self.jobs.start()
         backoff = 1.0
         db_was_away = False
         try:
@@ -191,6 +195,7 @@ class Daemon:
         finally:
             self.stopping.set()
             self.outbox_wake.set()
+            self.jobs.stop()
             sender.join(timeout=self.settings.smtp.timeout.total_seconds() + 5)
             log.info("stopped")
 
