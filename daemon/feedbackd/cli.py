@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="treat the message as a reply on a case of this priority (on: [reply] rules)")
     test.set_defaults(func=cmd_rules_test)
 
+    purge = sub.add_parser("purge", help="remove the personal data of closed cases past jobs.retention "
+                           "(the daily job does it too)")
+    purge.add_argument("--dry-run", action="store_true",
+                       help="list what would go (case numbers, counts), change nothing")
+    purge.add_argument("--json", action="store_true", help="print a JSON object")
+    purge.add_argument("--at", metavar="ISO-8601-TIME", help="count retention from this time (default: now)")
+    purge.set_defaults(func=cmd_purge)
+
     database = sub.add_parser("db", help="the database schema").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     database.add_parser("upgrade", help="bring the schema to this version's newest revision (every command "
@@ -465,6 +473,32 @@ def cmd_rules_schema(args: argparse.Namespace) -> int:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     return commands.dry_run(args.message, _rules_dir(args, args.rules), sys.stdout, as_json=args.json,
                             followup_priority=args.followup)
+
+
+# -- purge ----------------------------------------------------------------------------------------
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """One line per case (number, when closed, counts), then the totals; ``--json``: {cases, counts}."""
+    from feedbackd.jobs.clock import local_zone, parse_at, utcnow
+    from feedbackd.jobs.purge import run_purge
+
+    settings = _settings(args)
+    try:
+        now = parse_at(args.at, local_zone(settings)) if args.at else utcnow()
+    except ValueError:
+        print(f"feedbackd: --at {args.at!r} is not an ISO 8601 time (e.g. 2026-12-01T08:30+08:00)", file=sys.stderr)
+        return EXIT_USAGE
+    result = run_purge(_engine(settings), settings, now, dry_run=args.dry_run)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "cases": [c.as_dict() for c in result.cases], "counts": result.counts})
+        return 0
+    verb = "would purge" if args.dry_run else "purged"
+    for case in result.cases:
+        print(f"{case.number}  closed {case.closed.date().isoformat()}  {case.messages} message(s), "
+              f"{case.raw_messages} raw, {case.attachments} attachment(s), {case.mailbox_copies} on the server")
+    print(f"{verb} {len(result.cases)} case(s): " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
+    return 0
 
 
 # -- db -------------------------------------------------------------------------------------------
