@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -19,8 +17,6 @@ from feedbackd.templates import Templates
 
 if TYPE_CHECKING:
     from feedbackd.jobs.calendar import BusinessCalendar
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,25 +53,7 @@ def make_context(engine: Engine, settings: Settings, now: datetime, rules: Calla
 
 
 def calendar_of(settings: Settings) -> BusinessCalendar:
-    """``jobs.calendar.calendar_for``, imported lazily; plain calendar time until that module exists."""
-    try:
-        module = importlib.import_module("feedbackd.jobs.calendar")
-    except ModuleNotFoundError as exc:
-        if exc.name != "feedbackd.jobs.calendar":
-            raise
-        log.debug("feedbackd.jobs.calendar is not there: deadlines count calendar time")
-        return cast("BusinessCalendar", _PlainCalendar())
-    calendar: BusinessCalendar = module.calendar_for(settings)
-    return calendar
+    """The business calendar of the settings (imported here: the calendar is not needed to import a job)."""
+    from feedbackd.jobs.calendar import calendar_for
 
-
-class _PlainCalendar:
-    """Stand-in until jobs/calendar.py lands: every instant is working time."""
-
-    warnings: list[str] = []
-
-    def add(self, start: datetime, duration: timedelta) -> datetime:
-        return start + duration
-
-    def working_time(self, start: datetime, end: datetime) -> timedelta:
-        return max(end - start, timedelta(0))
+    return calendar_for(settings)
