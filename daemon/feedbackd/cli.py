@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="treat the message as a reply on a case of this priority (on: [reply] rules)")
     test.set_defaults(func=cmd_rules_test)
 
+    jobs = sub.add_parser("jobs", help="the scheduled jobs (reminders, escalations, digests, reports, ...)"
+                          ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    jobs_run = jobs.add_parser("run", help="run once every job due at that time, then exit (for cron; "
+                               "an occurrence already run, here or by a daemon, is skipped)")
+    jobs_run.add_argument("--at", metavar="ISO-8601-TIME",
+                          help="the time to run at (default: now; without an offset: [calendar] timezone)")
+    jobs_run.set_defaults(func=cmd_jobs_run)
+
     purge = sub.add_parser("purge", help="remove the personal data of closed cases past jobs.retention "
                            "(the daily job does it too)")
     purge.add_argument("--dry-run", action="store_true",
@@ -473,6 +481,35 @@ def cmd_rules_schema(args: argparse.Namespace) -> int:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     return commands.dry_run(args.message, _rules_dir(args, args.rules), sys.stdout, as_json=args.json,
                             followup_priority=args.followup)
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+def cmd_jobs_run(args: argparse.Namespace) -> int:
+    """Prints one line per job that ran here (job, occurrence, counts), or that nothing was due."""
+    from feedbackd.jobs.base import make_context
+    from feedbackd.jobs.clock import local_zone, parse_at, utcnow
+    from feedbackd.jobs.runner import run_due
+
+    settings = _settings(args)
+    try:
+        now = parse_at(args.at, local_zone(settings)) if args.at else utcnow()
+    except ValueError:
+        print(f"feedbackd: --at {args.at!r} is not an ISO 8601 time (e.g. 2026-12-01T08:30+08:00)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        watcher = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
+    except RulesError as exc:
+        print(f"feedbackd: the rules in {settings.paths.rules} are invalid ({len(exc.problems)} problem(s): "
+              "feedbackd rules check lists them); no job ran", file=sys.stderr)
+        return 1
+    ran = run_due(make_context(_engine(settings), settings, now, watcher.current))
+    if not ran:
+        print(f"nothing to run at {now.isoformat(timespec='seconds')} (not due, or run already)")
+    for name, counts in ran.items():
+        print(f"{name}: " + (", ".join(f"{key} {value}" for key, value in counts.items()) or "done"))
+    return 0
 
 
 # -- purge ----------------------------------------------------------------------------------------
