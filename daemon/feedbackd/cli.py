@@ -119,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--at", metavar="ISO-8601-TIME", help="count retention from this time (default: now)")
     purge.set_defaults(func=cmd_purge)
 
+    report = sub.add_parser("report", help="figures of the cases created in a period, beside the period before")
+    span = report.add_mutually_exclusive_group()
+    span.add_argument("--since", metavar="DURATION", default="7d", help="the last DURATION up to now (default: 7d)")
+    span.add_argument("--from", dest="start", metavar="DATE", help="first day (local, YYYY-MM-DD)")
+    report.add_argument("--to", dest="end", metavar="DATE", help="last day, included (default: today)")
+    shape = report.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print a JSON object")
+    shape.add_argument("--csv", action="store_true", help="print CSV: section,key,value,previous")
+    report.set_defaults(func=cmd_report)
+
     database = sub.add_parser("db", help="the database schema").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     database.add_parser("upgrade", help="bring the schema to this version's newest revision (every command "
@@ -561,6 +571,37 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     else:
         state = f"unknown to this feedbackd, whose newest is {newest}: a newer feedbackd upgraded it"
     print(f"{stored or 'empty'} ({state})")
+    return 0
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import date, timedelta
+
+    from feedbackd.jobs import report
+    from feedbackd.jobs.clock import local_zone, utcnow
+
+    settings = _settings(args)
+    zone, now = local_zone(settings), utcnow()
+    try:
+        if args.start or args.end:
+            last = date.fromisoformat(args.end) if args.end else now.astimezone(zone).date()
+            first = date.fromisoformat(args.start) if args.start else last - timedelta(days=6)
+            if first > last:
+                raise ValueError("--from is after --to")
+            period = report.between(first, last, zone)
+        else:
+            period = report.since(now, config_mod.parse_duration(args.since), zone)
+    except ValueError as exc:
+        print(f"feedbackd: report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    figures = report.build(_reader(settings), period, now)
+    if args.json:
+        _print_json(figures)
+    else:
+        sys.stdout.write(report.to_csv(figures) if args.csv else report.to_text(figures))
     return 0
 
 
