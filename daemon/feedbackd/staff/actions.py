@@ -14,7 +14,8 @@ work on it again).
 Waiting pauses deadlines: entering ``waiting`` stores ``paused_at``; leaving it (any other status,
 by a command, the CLI or ``resume_deadlines`` when the citizen answers) moves both due times later
 by the time spent waiting and clears ``paused_at``.  So the time left when the case began to wait
-is what is left when it stops: the citizen's time to answer is not counted against staff.  While
+(working time, in the business calendar) is what is left when it stops: the citizen's time to
+answer is not counted against staff.  While
 a case waits its due times are not meaningful (jobs skip cases whose ``paused_at`` is set), and a
 priority or department change in the meantime counts from ``paused_at``, the moment the clock
 stopped.
@@ -25,11 +26,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from feedbackd.jobs.calendar import BusinessCalendar
 from feedbackd.routing import RuleSet
 from feedbackd.staff.commands import Command
 from feedbackd.store import records
@@ -63,16 +65,18 @@ def refused(errors: list[str]) -> Applied:
 
 
 def apply(case: Mapping[str, Any], commands: list[Command], ruleset: RuleSet, *, has_text: bool,
-          now: datetime | None = None, note_text: str | None = None) -> Applied:
+          now: datetime | None = None, note_text: str | None = None,
+          calendar: BusinessCalendar | None = None) -> Applied:
     """Decide what ``commands`` (and a text, when ``has_text``) do to ``case``; touches nothing.
 
     ``note_text``: the text of a ``#note`` given without a stored message (the shell), kept in the
-    note's event; a mail reply is stored as a message and needs no copy.
+    note's event; a mail reply is stored as a message and needs no copy.  Deadlines count in
+    ``calendar`` (``jobs.calendar.calendar_for(settings)``; plain calendar time without one).
     """
     now = now or utcnow()
     commands = [_canonical(c) for c in commands]
     errors = _conflicts(commands, has_text)
-    plan = _Plan(case, ruleset, now)
+    plan = _Plan(case, ruleset, now, calendar or BusinessCalendar())
     for command in commands:
         problem = plan.run(command)
         if problem:
@@ -119,7 +123,9 @@ def _conflicts(commands: list[Command], has_text: bool) -> list[str]:
 class _Plan:
     """The case as the commands change it, one command at a time."""
 
-    def __init__(self, case: Mapping[str, Any], ruleset: RuleSet, now: datetime) -> None:
+    def __init__(self, case: Mapping[str, Any], ruleset: RuleSet, now: datetime,
+                 calendar: BusinessCalendar) -> None:
+        self.calendar = calendar
         self.before = case
         self.case = dict(case)
         self.ruleset = ruleset
@@ -207,7 +213,7 @@ class _Plan:
             self.case["paused_at"] = self.now
             detail["deadlines"] = "paused"
         elif current == "waiting":
-            resumed = resume_deadlines(self.case, self.now)
+            resumed = resume_deadlines(self.case, self.now, calendar=self.calendar)
             if resumed:
                 detail["deadlines"] = "resumed"
             self.case.update(resumed)
@@ -235,8 +241,9 @@ class _Plan:
         due = self.ruleset.deadlines(case["priority"], case["department"], case["kind"])
         start = case.get("paused_at") or self.now
         for name, delta in (("first_response_due", due.first_response), ("resolution_due", due.resolution)):
-            if delta is not None and (case.get(name) is None or start + delta < case[name]):
-                case[name] = start + delta
+            due_at = self.calendar.add(start, delta) if delta is not None else None
+            if due_at is not None and (case.get(name) is None or due_at < case[name]):
+                case[name] = due_at
 
     def changes(self) -> dict[str, Any]:
         changed = {k: v for k, v in self.case.items() if k not in self.before or self.before[k] != v}
@@ -249,16 +256,25 @@ class _Plan:
         return (old, new) if old != new else None
 
 
-def resume_deadlines(case: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
+def resume_deadlines(case: Mapping[str, Any], now: datetime | None = None, *,
+                     calendar: BusinessCalendar | None = None) -> dict[str, Any]:
     """The changes that end a pause: due times moved later by the time spent waiting, ``paused_at`` cleared.
 
+    The working time a deadline had left at ``paused_at`` is left again from ``now`` (in ``calendar``;
+    plain time without one); one already passed when the pause began stays overdue by as much.
     For every way out of ``waiting`` (also a citizen's answer that reopens the case); {} when not paused.
     """
     paused: datetime | None = case.get("paused_at")
     if paused is None:
         return {}
-    waited = max((now or utcnow()) - paused, timedelta(0))
-    changes: dict[str, Any] = {name: case[name] + waited for name in _DEADLINES if case.get(name) is not None}
+    now = max(now or utcnow(), paused)
+    calendar = calendar or BusinessCalendar()
+    changes: dict[str, Any] = {}
+    for name in _DEADLINES:
+        due: datetime | None = case.get(name)
+        if due is not None:
+            changes[name] = (calendar.add_working(now, calendar.working_time(paused, due)) if due > paused
+                             else due + (now - paused))
     changes["paused_at"] = None
     return changes
 

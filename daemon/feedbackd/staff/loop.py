@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from feedbackd.cases import CaseNumbers
 from feedbackd.config import Settings, StaffSettings
+from feedbackd.jobs.calendar import calendar_for
 from feedbackd.mail.compose import Outgoing
 from feedbackd.outgoing import record_and_queue
 from feedbackd.routing import RuleSet
@@ -105,7 +106,8 @@ class StaffLoop:
         errors = list(parsed.errors)
         applied = None
         if not errors:
-            applied = actions.apply(case, parsed.commands, self.rules(), has_text=bool(parsed.body.strip()))
+            applied = actions.apply(case, parsed.commands, self.rules(), has_text=bool(parsed.body.strip()),
+                                    calendar=calendar_for(self.settings))
             errors = list(applied.errors)
         if applied is None or errors:
             events.append(("staff-command-refused", {"errors": errors[:10]}))
@@ -240,7 +242,8 @@ def act(engine: Engine, settings: Settings, case_number: str, commands: list[Com
         if row is None:
             raise LookupError(f"no case {case_number}")
         case: dict[str, Any] = dict(row)
-        applied = actions.apply(case, commands, watcher.current(), has_text=bool(text.strip()), note_text=text)
+        applied = actions.apply(case, commands, watcher.current(), has_text=bool(text.strip()), note_text=text,
+                                calendar=calendar_for(settings))
         if applied.errors:
             raise ValueError("; ".join(applied.errors))
         loop._carry_out(conn, case, applied, text, actor=actor)

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from feedbackd import cases
 from feedbackd.cases import CaseNumbers, Thread
 from feedbackd.config import Settings
+from feedbackd.jobs.calendar import BusinessCalendar, calendar_for
 from feedbackd.mail import guard
 from feedbackd.routing import Decision, RuleSet
 from feedbackd.staff import actions
@@ -127,6 +128,7 @@ class Casework:
         ruleset = self.rules()
         decision = ruleset.evaluate(msg)
         now = utcnow()
+        calendar = calendar_for(self.settings)
         sender = msg.sender
         case: dict[str, Any] = {
             "status": "new",
@@ -140,8 +142,9 @@ class Casework:
             "assignee": decision.assignee,
             "tags": list(decision.tags),
             "routing": decision.to_dict(),
-            "first_response_due": now + decision.first_response_due if decision.first_response_due else None,
-            "resolution_due": now + decision.resolution_due if decision.resolution_due else None,
+            "first_response_due": calendar.add(now, decision.first_response_due) if decision.first_response_due
+            else None,
+            "resolution_due": calendar.add(now, decision.resolution_due) if decision.resolution_due else None,
             "message_count": 1,
             "created_at": now,
             "updated_at": now,
@@ -183,7 +186,7 @@ class Casework:
                 notice = "reopened"
         elif case["status"] == "waiting":  # the citizen sent what was asked for: the clock runs again
             state.events.append(("status", {"from": "waiting", "to": "open", "reason": "the citizen replied"}))
-            changes.update(status="open", **actions.resume_deadlines(case))
+            changes.update(status="open", **actions.resume_deadlines(case, calendar=calendar_for(self.settings)))
         ruleset = self.rules()
         raised = ruleset.evaluate_followup(state.msg, case["priority"])
         if raised is not None and raised.priority != case["priority"]:
@@ -191,7 +194,7 @@ class Casework:
                                                      "rules": raised.to_dict().get("hits", [])}))
             changes["priority"] = raised.priority
             changes["tags"] = list(dict.fromkeys([*case["tags"], *raised.tags]))
-            changes.update(tighter_deadlines({**case, **changes}, ruleset))
+            changes.update(tighter_deadlines({**case, **changes}, ruleset, calendar_for(self.settings)))
         state.events.append(("message", {"threaded_by": thread.how}))
         records.update_case(conn, case["id"], changes)
         return Filed(Outcome("joined", self.numbers.format(case["id"]), detail=f"by {thread.how}"), case["id"],
@@ -269,8 +272,13 @@ class Casework:
         return self.settings.mailbox.language
 
 
-def tighter_deadlines(case: dict[str, Any], ruleset: RuleSet) -> dict[str, datetime]:
-    """A raised priority brings its (shorter) deadlines forward; it never pushes one back."""
+def tighter_deadlines(case: dict[str, Any], ruleset: RuleSet,
+                      calendar: BusinessCalendar | None = None) -> dict[str, datetime]:
+    """A raised priority brings its (shorter) deadlines forward; it never pushes one back.
+
+    Counted in the business ``calendar`` (plain calendar time without one).
+    """
+    calendar = calendar or BusinessCalendar()
     if case["priority"] not in ruleset.priorities:
         return {}
     due = ruleset.deadlines(case["priority"], case["department"], case["kind"])
@@ -278,6 +286,7 @@ def tighter_deadlines(case: dict[str, Any], ruleset: RuleSet) -> dict[str, datet
     changes = {}
     for name, delta in (("first_response_due", due.first_response), ("resolution_due", due.resolution)):
         current = case[name]
-        if delta is not None and (current is None or now + delta < current):
-            changes[name] = now + delta
+        due_at = calendar.add(now, delta) if delta is not None else None
+        if due_at is not None and (current is None or due_at < current):
+            changes[name] = due_at
     return changes
