@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from feedbackd.config import Settings
+from feedbackd.jobs.calendar import calendar_for
 from feedbackd.jobs.scheduler import JobsScheduler
 from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
 from feedbackd.outbox import Backlog, FlushReport, Outbox
@@ -49,6 +50,7 @@ class IntakeReport:
 class Daemon:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
+        calendar_for(settings)  # a bad [calendar] or overrides file stops start-up (ConfigError), not a message
         self.engine = engine or db.connect(settings.database.url)
         self.rules = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
         self.pipeline = Pipeline(settings, self.engine, self.rules.current)
