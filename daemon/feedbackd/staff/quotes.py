@@ -19,8 +19,9 @@ trailing mobile signatures (``发自我的iPhone``, ``Sent from my …``, ``来�
 
 HTML replies carry their quote as structure (``blockquote``, ``div.gmail_quote``, QQ Mail's ``includetail``,
 163's ``#isReplyContent``, Outlook on the web's ``#appendonsend``) and mark signatures (``#Signature``,
-``div.gmail_signature``, ``#AppleMailSignature``, Foxmail's rule): the HTML is read first when a reply has one,
-so a staff member's signature does not reach the citizen; the plain text is the fallback.
+``div.gmail_signature``, ``#AppleMailSignature``, Foxmail's rule, Outlook desktop's ``_MailAutoSig`` bookmark):
+the HTML is read first when a reply has one, so a staff member's signature does not reach the citizen; the plain
+text is the fallback.
 
 Every step looks at each line (or element) a bounded number of times and uses string methods rather than
 regular expressions, so hostile input (megabyte lines of ``-`` or ``_``, thousands of ``From:`` lines) stays
@@ -218,6 +219,9 @@ _QUOTE_CLASSES = frozenset({"gmail_quote", "yahoo_quoted", "protonmail_quote", "
 _QUOTE_TAGS = frozenset({"includetail"})  # QQ Mail and Foxmail wrap the whole quoted mail in it
 # Where the quoted message begins and runs to the end of the document (Outlook on the web, new Outlook).
 _CUT_IDS = frozenset({"appendonsend", "divrplyfwdmsg", "divrplyfwdmsg_"})
+# Outlook desktop (Word HTML) marks only the first line of a signature, with a bookmark: <a name="_MailAutoSig">;
+# the signature runs from there to the quote below it, so the bookmark is a cut point too.
+_CUT_ANCHOR = "_mailautosig"
 # Signatures the clients mark: dropped (a staff member's name and address must not reach the citizen).
 _SIGNATURE_IDS = frozenset({"signature", "applemailsignature", "ms-outlook-mobile-signature", "spneditorsign",
                             "ntes-pcmail-signature", "ntes-mailmaster-signature", "qqmailsignature"})
@@ -270,7 +274,7 @@ def _kind(elem: etree._Element) -> str:
     tag = str(elem.tag).rpartition(":")[2].lower()
     ident = (elem.get("id") or "").lower().removeprefix("x_")
     classes = {c.removeprefix("x_") for c in (elem.get("class") or "").lower().split()}
-    if ident in _CUT_IDS:
+    if ident in _CUT_IDS or (tag == "a" and (elem.get("name") or "").lower() == _CUT_ANCHOR):
         return "cut"
     if ident in _SIGNATURE_IDS or classes & _SIGNATURE_CLASSES or elem.get("title") == "neteasefooter":
         return "signature"
