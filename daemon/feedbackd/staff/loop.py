@@ -144,7 +144,9 @@ class StaffLoop:
         if self.staff.copy_citizen_cc:
             recipients += records.participants(conn, case["id"], "cc")
         for recipient in recipients:
-            target = {**case, "requester": recipient}
+            # A person the citizen copied is not greeted with the citizen's name.
+            target = {**case, "requester": recipient} if recipient == case["requester"] else \
+                {**case, "requester": recipient, "requester_name": ""}
             self._queue(conn, case["id"], purpose, partial(
                 self.mail.to_citizen, target, purpose=purpose, text=text, in_reply_to=last,
                 references=[last] if last else [], status=str(case["status"]), conceal_words=conceal))

@@ -202,7 +202,8 @@ class Casework:
 
     def _satisfaction(self, state: MessageState, case: dict[str, Any], changes: dict[str, Any]) -> str | None:
         """The citizen's answer to the result's satisfaction question; returns the notice ("" for none)."""
-        if not case.get("awaiting_satisfaction"):
+        sender = state.msg.sender.addr if state.msg.sender else ""
+        if not case.get("awaiting_satisfaction") or sender != case["requester"]:  # the requester's answer only
             return None
         from feedbackd.staff.quotes import strip_reply  # the staff loop's parts load only when it is used
         from feedbackd.staff.satisfaction import parse_satisfaction
