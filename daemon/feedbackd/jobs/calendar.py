@@ -59,6 +59,10 @@ class BusinessCalendar:
         """The deadline: ``start`` plus ``duration`` of working time (days as working days, see the module)."""
         return _aware(start) + duration
 
+    def working_amount(self, duration: timedelta) -> timedelta:
+        """Working time a configured duration stands for (plain time: the duration itself)."""
+        return duration
+
     def add_working(self, start: datetime, amount: timedelta) -> datetime:
         """``start`` plus exactly ``amount`` of working time (no day rule: for what ``working_time`` measured)."""
         return _aware(start) + amount

@@ -143,14 +143,16 @@ def lead_of(ctx: JobContext, ruleset: RuleSet, case: Mapping[Any, Any]) -> list[
 
 
 def allotted(ctx: JobContext, ruleset: RuleSet, case: Mapping[Any, Any], name: str, column: str) -> timedelta:
-    """The working time the rules give this deadline; for a priority or kind they no longer know, the
-    time from opening to the due time."""
+    """The working time the rules give this deadline (their "1d" is one working day, as ``calendar.add`` counts
+    it, not 24 working hours); for a priority or kind they no longer know, the time from opening to the due time."""
     try:
         found: timedelta | None = getattr(ruleset.deadlines(case["priority"], case["department"], case["kind"]),
                                           name)
     except KeyError:
         found = None
-    return found if found is not None else ctx.calendar.working_time(case["created_at"], case[column])
+    if found is not None:
+        return ctx.calendar.working_amount(found)
+    return ctx.calendar.working_time(case["created_at"], case[column])
 
 
 def longest(ruleset: RuleSet, name: str) -> timedelta:
