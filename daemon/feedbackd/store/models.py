@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, LargeBinary, UniqueConstraint, false
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, LargeBinary, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -86,6 +86,7 @@ class MailMessage(SQLModel, table=True):
     """One mail of a case, inbound or outbound; its Message-ID indexes threading."""
 
     __tablename__ = "message"
+    __table_args__ = (Index("ix_message_case_answer", "case_id", "direction", "kind", "received_at"),)  # 0005
     id: int | None = Field(default=None, primary_key=True)
     case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
     direction: str  # in, out
@@ -122,6 +123,7 @@ class CaseEvent(SQLModel, table=True):
     """The case's history: what happened, when, with details (routing trace, bounces, …)."""
 
     __tablename__ = "case_event"
+    __table_args__ = (Index("ix_case_event_case_kind", "case_id", "kind", "at"),)  # 0005
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case.id", index=True)
     at: datetime = Field(default_factory=utcnow)
