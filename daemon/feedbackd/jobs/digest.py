@@ -33,6 +33,8 @@ _COLUMNS = (CASES.c.id, CASES.c.subject, CASES.c.status, CASES.c.kind, CASES.c.p
 
 def digest(ctx: JobContext) -> dict[str, int]:
     """Queue one digest per staff member with open cases; returns how many went and how many cases they list."""
+    if ctx.settings.staff_mail is None:  # mail to staff goes only when [staff] switches it on
+        return {}
     ruleset = ctx.rules()
     answered = (select(MESSAGES.c.id).where(MESSAGES.c.case_id == CASES.c.id, MESSAGES.c.direction == "out",
                                             MESSAGES.c.kind.in_(ANSWERS)).exists().label("answered"))

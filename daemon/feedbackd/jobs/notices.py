@@ -167,6 +167,8 @@ def longest(ruleset: RuleSet, name: str) -> timedelta:
 
 def reminders(ctx: JobContext) -> dict[str, int]:
     """Remind the assignee or the department of each deadline at ``reminder_at`` of it."""
+    if ctx.settings.staff_mail is None:  # mail to staff goes only when [staff] switches it on
+        return {}
     ruleset, mail = ctx.rules(), NoticeMail(ctx)
     share = 1 - ctx.settings.jobs.reminder_at
     sent = 0
@@ -185,6 +187,8 @@ def reminders(ctx: JobContext) -> dict[str, int]:
 
 def escalations(ctx: JobContext) -> dict[str, int]:
     """Level 1 to the lead when a deadline passed; level 2 to the admins ``escalate_after`` later."""
+    if ctx.settings.staff_mail is None:  # mail to staff goes only when [staff] switches it on
+        return {}
     ruleset, mail = ctx.rules(), NoticeMail(ctx)
     counts = {"escalations-1": 0, "escalations-2": 0}
     for name, column in DEADLINES:
