@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -496,17 +497,26 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 # -- jobs -----------------------------------------------------------------------------------------
 
 
+def _clock(at: str | None, settings: Settings) -> datetime | None:
+    """The one clock of a jobs command: ``--at`` (no offset: the [calendar] time zone) or now; None
+    (said on stderr) when ``--at`` is not a time."""
+    from feedbackd.jobs.clock import local_zone, parse_at, utcnow
+
+    try:
+        return parse_at(at, local_zone(settings)) if at else utcnow()
+    except ValueError:
+        print(f"feedbackd: --at {at!r} is not an ISO 8601 time (e.g. 2026-12-01T08:30+08:00)", file=sys.stderr)
+        return None
+
+
 def cmd_jobs_run(args: argparse.Namespace) -> int:
     """Prints one line per job that ran here (job, occurrence, counts), or that nothing was due."""
     from feedbackd.jobs.base import make_context
-    from feedbackd.jobs.clock import local_zone, parse_at, utcnow
     from feedbackd.jobs.runner import run_due
 
     settings = _settings(args)
-    try:
-        now = parse_at(args.at, local_zone(settings)) if args.at else utcnow()
-    except ValueError:
-        print(f"feedbackd: --at {args.at!r} is not an ISO 8601 time (e.g. 2026-12-01T08:30+08:00)", file=sys.stderr)
+    now = _clock(args.at, settings)
+    if now is None:
         return EXIT_USAGE
     try:
         watcher = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
@@ -527,14 +537,11 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """One line per case (number, when closed, counts), then the totals; ``--json``: {cases, counts}."""
-    from feedbackd.jobs.clock import local_zone, parse_at, utcnow
     from feedbackd.jobs.purge import run_purge
 
     settings = _settings(args)
-    try:
-        now = parse_at(args.at, local_zone(settings)) if args.at else utcnow()
-    except ValueError:
-        print(f"feedbackd: --at {args.at!r} is not an ISO 8601 time (e.g. 2026-12-01T08:30+08:00)", file=sys.stderr)
+    now = _clock(args.at, settings)
+    if now is None:
         return EXIT_USAGE
     result = run_purge(_engine(settings), settings, now, dry_run=args.dry_run)
     if args.json:

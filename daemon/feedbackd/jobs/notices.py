@@ -33,12 +33,12 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Table, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from feedbackd.jobs.notice_mail import NoticeMail
 from feedbackd.routing import RuleSet
-from feedbackd.store.models import CaseNotice
+from feedbackd.store import records
 from feedbackd.store.records import CASES, EVENTS, MESSAGES
 
 if TYPE_CHECKING:
@@ -49,9 +49,7 @@ log = logging.getLogger(__name__)
 RUNNING = ("new", "open", "in-progress")  # active and not waiting: deadlines run
 ANSWERS = ("progress", "result")  # outgoing mail by which staff answered the citizen
 DEADLINES: tuple[tuple[str, str], ...] = (("first_response", "first_response_due"), ("resolution", "resolution_due"))
-_notices = CaseNotice.__table__  # type: ignore[attr-defined]
-assert isinstance(_notices, Table)
-NOTICES: Table = _notices
+NOTICES = records.CASE_NOTICES
 
 
 # -- once-only --------------------------------------------------------------------------------------
@@ -59,14 +57,7 @@ NOTICES: Table = _notices
 
 def claim_notice(conn: Connection, case_id: int, kind: str, key: str, at: datetime) -> bool:
     """Insert the notice's row unless it is there (then someone sent it: False)."""
-    values = {"case_id": case_id, "kind": kind, "key": key, "at": at}
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT here.
-    inserted = conn.execute(dialect_insert(NOTICES).on_conflict_do_nothing().returning(NOTICES.c.id), values)
-    return inserted.first() is not None
+    return records.insert_if_new(conn, NOTICES, {"case_id": case_id, "kind": kind, "key": key, "at": at})
 
 
 def add_event(conn: Connection, case_id: int, kind: str, detail: dict[str, Any], at: datetime) -> None:

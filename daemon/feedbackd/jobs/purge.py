@@ -48,23 +48,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, delete, exists, func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from feedbackd.cases import CaseNumbers
 from feedbackd.config import ImapSettings, Settings
 from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
 from feedbackd.store.files import FILE_MODE, private_dirs
-from feedbackd.store.models import (
-    Case,
-    CaseEvent,
-    MailboxState,
-    MailMessage,
-    OutboxItem,
-    Participant,
-    QuarantineItem,
-    RawMessage,
-    StoredAttachment,
+from feedbackd.store.records import (
+    ATTACHMENTS,
+    CASES,
+    EVENTS,
+    MAILBOXES,
+    MESSAGES,
+    OUTBOX,
+    PARTICIPANTS,
+    QUARANTINE,
+    RAW,
 )
 
 if TYPE_CHECKING:
@@ -80,21 +80,6 @@ IMAP_FAILURES: tuple[type[BaseException], ...] = (SourceError, *CONNECTION_ERROR
 FREE_TEXT_KEYS = frozenset({"text", "reason", "errors", "subject", "note", "name", "body", "error", "detail"})
 
 
-def _table(model: type) -> Table:
-    table = model.__table__  # type: ignore[attr-defined]
-    assert isinstance(table, Table)
-    return table
-
-
-CASES = _table(Case)
-MESSAGES = _table(MailMessage)
-PARTICIPANTS = _table(Participant)
-ATTACHMENTS = _table(StoredAttachment)
-EVENTS = _table(CaseEvent)
-OUTBOX = _table(OutboxItem)
-QUARANTINE = _table(QuarantineItem)
-MAILBOXES = _table(MailboxState)
-RAW = _table(RawMessage)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col, select
 
 from feedbackd.holder import Holder
 from feedbackd.jobs.base import JobContext, JobSpec
 from feedbackd.jobs.clock import Occurrence, Schedule, occurrence, utcnow
+from feedbackd.store import records
 from feedbackd.store.models import JobRun
 
 log = logging.getLogger(__name__)
@@ -112,11 +112,8 @@ def claim(engine: Engine, job: str, key: str) -> bool:
 
 
 def _insert(conn: Connection, job: str, key: str, holder: str) -> bool:
-    values = {"job": job, "occurrence": key, "claimed_by": holder, "claimed_at": utcnow(), "result": {}}
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = (dialect.insert(JobRun).values(**values)
-                 .on_conflict_do_nothing(index_elements=["job", "occurrence"]).returning(col(JobRun.id)))
-    return conn.execute(statement).first() is not None
+    return records.insert_if_new(conn, records.JOB_RUNS, {"job": job, "occurrence": key, "claimed_by": holder,
+                                                          "claimed_at": utcnow(), "result": {}})
 
 
 def _take_over(conn: Connection, job: str, key: str, holder: str) -> bool:

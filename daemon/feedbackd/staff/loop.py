@@ -75,8 +75,7 @@ class StaffLoop:
         """Every staff and lead address of every department (recomputed when the rules change)."""
         ruleset = self.rules()
         if self._directory is None or self._directory[0] != id(ruleset):
-            found = {a.lower() for d in ruleset.departments.values() for a in [*d.staff, d.lead]}
-            self._directory = (id(ruleset), frozenset(found))
+            self._directory = (id(ruleset), actions.staff_addresses(ruleset))
         return self._directory[1]
 
     def claim(self, state: MessageState) -> verify.StaffClaim | None:

@@ -19,6 +19,8 @@ from sqlalchemy.engine import Connection, RowMapping
 from feedbackd.store.models import (
     Case,
     CaseEvent,
+    CaseNotice,
+    JobRun,
     MailboxState,
     MailMessage,
     OutboxItem,
@@ -45,6 +47,8 @@ OUTBOX = _table(OutboxItem)
 QUARANTINE = _table(QuarantineItem)
 MAILBOXES = _table(MailboxState)
 RAW = _table(RawMessage)
+CASE_NOTICES = _table(CaseNotice)
+JOB_RUNS = _table(JobRun)
 
 
 def _insert(conn: Connection, table: Table, values: Mapping[str, Any]) -> int:
@@ -121,28 +125,30 @@ def raw_message(conn: Connection, sha256: str) -> bytes | None:
 # -- writes -------------------------------------------------------------------------------------
 
 
-def _insert_if_new(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING: a row another daemon (or an earlier run) made is kept."""
+def insert_if_new(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING: a row another daemon (or an earlier run) made is kept.
+
+    True when this call inserted the row.  RETURNING, not rowcount: psycopg reports -1 for an
+    INSERT … ON CONFLICT.
+    """
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        conn.execute(pg_insert(table).on_conflict_do_nothing(), dict(values))
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
     elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), dict(values))
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(conn.dialect.name)
+    key = next(iter(table.primary_key.columns))
+    return conn.execute(dialect_insert(table).on_conflict_do_nothing().returning(key), dict(values)).first() is not None
 
 
 def keep_raw(conn: Connection, sha256: str, raw: bytes) -> None:
     """Store the raw bytes once; the same bytes again (a replay, a duplicate) are left alone."""
-    _insert_if_new(conn, RAW, {"sha256": sha256, "size": len(raw), "data": raw, "stored_at": utcnow()})
+    insert_if_new(conn, RAW, {"sha256": sha256, "size": len(raw), "data": raw, "stored_at": utcnow()})
 
 
 def folder_cursor(conn: Connection, key: str, uidvalidity: int) -> tuple[int, int | None]:
     """The folder's last processed UID, and the old UIDVALIDITY if it changed (then the cursor is 0)."""
-    _insert_if_new(conn, MAILBOXES, {"key": key, "uidvalidity": uidvalidity, "last_uid": 0,
+    insert_if_new(conn, MAILBOXES, {"key": key, "uidvalidity": uidvalidity, "last_uid": 0,
                                      "updated_at": utcnow()})
     query = select(MAILBOXES.c.uidvalidity, MAILBOXES.c.last_uid).where(MAILBOXES.c.key == key)
     if conn.dialect.name == "postgresql":
