@@ -158,6 +158,18 @@ class Env:
                               capture_output=True, text=True, timeout=timeout)
 
 
+def run_once(env: Env) -> dict[str, int]:
+    """``Daemon.run_once`` in this process (intake, then the outbox drained); what intake did, by action."""
+    from feedbackd.service import Daemon
+
+    daemon = Daemon(env.settings)
+    try:
+        intake, _ = daemon.run_once()
+    finally:
+        daemon.engine.dispose()
+    return intake.actions
+
+
 def _env(mailbox: Mailbox, sink: SmtpSink, url: str, tmp: Path) -> Env:
     env = Env(mailbox, sink, url, tmp, tmp / "feedbackd.toml")
     env.reconfigure()

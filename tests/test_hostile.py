@@ -12,18 +12,8 @@ import re
 from email import message_from_bytes, message_from_string, policy
 
 import mails
-from conftest import Env
-from feedbackd.service import Daemon
+from conftest import Env, run_once
 from test_intake import case_json, cases_json
-
-
-def run_once(env: Env) -> tuple[dict[str, int], object]:
-    daemon = Daemon(env.settings)
-    try:
-        intake, sent = daemon.run_once()
-    finally:
-        daemon.engine.dispose()
-    return intake.actions, sent
 
 
 def outbox_json(env: Env) -> list[dict]:
@@ -80,7 +70,7 @@ def test_an_answer_that_cannot_be_composed_never_fails_the_intake(env: Env, monk
     env.reconfigure(extra='[intake]\nmessage_max_size = "3KB"\n')
     env.mailbox.append(mails.plain(sender="a@qq.example"), mails.plain(sender="big@qq.example", body="长" * 2000),
                        mails.plain(sender="b@qq.example"))
-    actions, _sent = run_once(env)
+    actions = run_once(env)
     assert actions == {"new-case": 2, "quarantined": 1}
     (case, _) = sorted(cases_json(env), key=lambda c: c["requester"])
     events = case_json(env, case["id"])["events"]
@@ -94,7 +84,7 @@ def test_an_answer_that_cannot_be_composed_never_fails_the_intake(env: Env, monk
 
 def test_plus_address_variants_share_one_budget(env: Env) -> None:
     env.mailbox.append(*[mails.plain(sender=f"Victim+{i}@Example.org", subject=f"问题 {i}") for i in range(8)])
-    actions, _ = run_once(env)
+    actions = run_once(env)
     assert actions == {"new-case": 8}
     assert len(env.sink.received) == 5  # rate_limit = 5 per hour, for the mailbox behind the variants
     refusals = [e["detail"]["reason"] for c in cases_json(env) for e in case_json(env, c["id"])["events"]
@@ -105,7 +95,7 @@ def test_plus_address_variants_share_one_budget(env: Env) -> None:
 def test_a_global_budget_caps_automatic_mail_per_hour(env: Env) -> None:
     env.reconfigure(extra="[acknowledgement]\nglobal_rate_limit = 3\n")
     env.mailbox.append(*[mails.plain(sender=f"c{i}@qq.example") for i in range(5)])
-    actions, _ = run_once(env)
+    actions = run_once(env)
     assert actions == {"new-case": 5}
     assert len(env.sink.received) == 3
     env.mailbox.append(mails.plain(sender="later@qq.example"))  # the next run still counts this hour
@@ -126,7 +116,7 @@ def test_what_we_echo_is_short_whatever_comes_in(env: Env) -> None:
         msg.add_attachment(b"x", maintype="application", subtype="octet-stream",
                            filename=f"{'很长的附件名' * 30}-{i}.bin")
     env.mailbox.append(msg.as_bytes())
-    actions, _ = run_once(env)
+    actions = run_once(env)
     assert actions == {"new-case": 1}
     (ack,) = env.sink.received
     # At most ~600 characters of theirs, twice (text and HTML), base64: 54 KB before, ~11 KB now.
@@ -151,7 +141,7 @@ def test_a_stranger_quoting_a_citizens_message_id_opens_a_case_of_their_own(env_
         mails.plain(sender="stranger@evil.example", subject="Re: 路灯", in_reply_to=first, references=[first]),
         mails.plain(sender="friend@qq.example", subject="Re: 路灯", in_reply_to=first, references=[first]),
     )
-    actions, _ = run_once(env)
+    actions = run_once(env)
     assert actions == {"new-case": 1, "joined": 1}
     after = {c["requester"]: c for c in cases_json(env)}
     assert after["her@qq.example"]["message_count"] == 2  # the friend she copied joined
@@ -189,7 +179,7 @@ def test_different_bytes_under_one_message_id_are_never_dropped(env_db: Env) -> 
     second = without_date(mails.plain(sender="her@qq.example", message_id="reused@qq.example", body="第二封，内容不同"))
     forged = without_date(mails.plain(sender="other@qq.example", message_id="reused@qq.example", body="冒用"))
     env.mailbox.append(first, second, first, forged)
-    actions, _ = run_once(env)
+    actions = run_once(env)
     assert actions == {"new-case": 2, "copy": 1, "duplicate": 1}
     by_requester = {c["requester"]: c for c in cases_json(env)}
     hers = case_json(env, by_requester["her@qq.example"]["id"])
@@ -207,7 +197,7 @@ def test_an_internationalised_sender_is_answered_with_smtputf8_where_the_server_
     with SmtpSink(smtputf8=True) as sink:
         env = _env(mailbox, sink, f"sqlite:///{tmp_path / 'feedbackd.db'}", tmp_path)
         env.mailbox.append(raw_utf8("张三 <张三@例子.中国>"))
-        actions, _ = run_once(env)
+        actions = run_once(env)
         assert actions == {"new-case": 1}
         (ack,) = sink.received
     assert ack.rcpt_tos == ["张三@例子.中国"] and "SMTPUTF8" in ack.mail_options
@@ -234,7 +224,7 @@ def test_parser_bombs_are_cases_or_quarantined_with_the_reason_and_the_run_goes_
 
     env.mailbox.append(spaces(200_000), spaces(300_000), many_parts(900), many_parts(8000),
                        mails.plain(sender="after@qq.example"))
-    actions, _ = run_once(env)
+    actions = run_once(env)
     assert actions == {"new-case": 3, "quarantined": 2}
     header, parts = json.loads(env.cli("quarantine", "list", "--json").stdout)
     assert header["stage"] == "limits" and "max_header_bytes" in header["reason"]

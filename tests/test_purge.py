@@ -20,12 +20,11 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import col
 
 import mails
-from conftest import Env
+from conftest import Env, run_once
 from feedbackd.config import Settings
 from feedbackd.jobs.base import make_context
 from feedbackd.jobs.purge import MARKER, pseudonym, pseudonym_key, purge, run_purge
 from feedbackd.routing import load_ruleset
-from feedbackd.service import Daemon
 from feedbackd.store.db import connect
 from feedbackd.store.models import Case, CaseEvent
 
@@ -43,13 +42,6 @@ KEPT_BODY = "人民公园西侧的长椅断了，老人坐着很危险。"
 STAFF_NOTE = "已电话联系张三丰本人"
 
 
-def run_once(env: Env) -> dict[str, int]:
-    daemon = Daemon(env.settings)
-    try:
-        intake, _ = daemon.run_once()
-    finally:
-        daemon.engine.dispose()
-    return intake.actions
 
 
 @pytest.fixture

@@ -13,9 +13,8 @@ from email.message import EmailMessage
 import pytest
 
 import mails
-from conftest import Env
+from conftest import Env, run_once
 from feedbackd.devstack import Received
-from feedbackd.service import Daemon
 from test_intake import case_json, cases_json
 
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -29,13 +28,6 @@ def staff_env(env: Env) -> Env:
     return env
 
 
-def run_once(env: Env) -> dict[str, int]:
-    daemon = Daemon(env.settings)
-    try:
-        intake, _ = daemon.run_once()
-    finally:
-        daemon.engine.dispose()
-    return intake.actions
 
 
 def parsed(mail: Received) -> EmailMessage:

@@ -8,7 +8,7 @@ answered is left to the answer stage: casework only says what to answer with.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,8 @@ from feedbackd.jobs.calendar import BusinessCalendar, calendar_for
 from feedbackd.mail import guard
 from feedbackd.routing import Decision, RuleSet
 from feedbackd.staff import actions
+from feedbackd.staff.quotes import strip_reply
+from feedbackd.staff.satisfaction import parse_satisfaction
 from feedbackd.stages import record
 from feedbackd.stages.answer import local_time
 from feedbackd.stages.state import AnswerRequest, MessageState, Outcome
@@ -43,6 +45,7 @@ class Filed:
     answer: AnswerRequest | None = None
     notice: str | None = None  # what to tell the case's staff: new-case, follow-up, reopened, unsatisfied
     case: dict[str, Any] | None = None  # the case as it is after this message (for the notice)
+    rules: list[str] = field(default_factory=list)  # the rules that routed a new case (for the notice)
     actor: str = "citizen"  # who the case's events of this message are by
 
 
@@ -96,9 +99,8 @@ class Casework:
         if write_events and filed.case_id is not None:
             records.add_events(conn, filed.case_id, state.events, actor=filed.actor)
         if self.staff is not None and filed.notice and filed.case is not None:
-            decision_rules = filed.case.get("routing", {}).get("matched", []) if filed.notice == "new-case" else []
             self.staff.notify(conn, filed.case, filed.notice, text=state.msg.text, subject=state.msg.subject,
-                              message_row=row, rules=list(decision_rules))
+                              message_row=row, rules=filed.rules)
         return filed
 
     def _staff_reply(self, conn: Connection, state: MessageState) -> Filed | None:
@@ -166,8 +168,8 @@ class Casework:
             verdict=state.verdict, context=self._case_context(case, number, decision, ruleset),
             case_id=case_id, case_number=number,
             refusal="a rule suppresses the acknowledgement" if decision.suppress_ack else None)
-        full = {**case, "id": case_id, "assignee": decision.assignee, "routing": {"matched": decision.matched}}
-        return Filed(Outcome("new-case", number), case_id, answer, notice="new-case", case=full)
+        return Filed(Outcome("new-case", number), case_id, answer, notice="new-case", case={**case, "id": case_id},
+                     rules=list(decision.matched))
 
     def _join(self, conn: Connection, state: MessageState, thread: Thread) -> Filed:
         assert thread.case is not None
@@ -205,9 +207,6 @@ class Casework:
         sender = state.msg.sender.addr if state.msg.sender else ""
         if not case.get("awaiting_satisfaction") or sender != case["requester"]:  # the requester's answer only
             return None
-        from feedbackd.staff.quotes import strip_reply  # the staff loop's parts load only when it is used
-        from feedbackd.staff.satisfaction import parse_satisfaction
-
         answer = parse_satisfaction(strip_reply(state.msg.text, state.msg.html))
         if answer is None:
             return None

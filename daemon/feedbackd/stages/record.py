@@ -8,7 +8,7 @@ already on a case, or something new).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -52,7 +52,7 @@ def store_message(conn: Connection, state: MessageState, case_id: int | None, ki
         "to_addrs": [a.addr for a in msg.to][:MAX_ADDRESSES],
         "cc_addrs": [a.addr for a in msg.cc][:MAX_ADDRESSES],
         "subject": msg.subject[:1000],
-        "date": utc(msg.date),
+        "date": msg.date.astimezone(UTC) if msg.date else None,  # parse keeps only aware, sane dates
         "text": msg.text,
         "raw_sha256": state.digest,
         "mailbox_uid": state.uid,
@@ -60,13 +60,3 @@ def store_message(conn: Connection, state: MessageState, case_id: int | None, ki
     })
     records.add_attachments(conn, row, attachments)
     return row
-
-
-def utc(value: datetime | None) -> datetime | None:
-    """The Date header in UTC; None when it cannot be represented (year 9999 with a -12:00 zone)."""
-    if value is None:
-        return None
-    try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        return None
