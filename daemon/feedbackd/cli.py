@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--followup", metavar="PRIORITY",
                       help="treat the message as a reply on a case of this priority (on: [reply] rules)")
     test.set_defaults(func=cmd_rules_test)
+    evaluate = rules.add_parser("eval", help="route a folder of labelled mails and print accuracy, confusion "
+                                "matrices and the misrouted messages")
+    evaluate.add_argument("dir", type=Path, metavar="DIR", help="folder of .eml files with their labels")
+    evaluate.add_argument("--rules", type=Path, help="rules directory (default: from the config)")
+    evaluate.add_argument("--json", action="store_true", help="print a JSON object")
+    evaluate.set_defaults(func=cmd_rules_eval)
+    learn = rules.add_parser("learn", help="train the routing suggestion model from the desk's past cases")
+    learn.add_argument("--json", action="store_true", help="print a JSON object")
+    learn.add_argument("--eval", dest="eval_dir", type=Path, metavar="DIR",
+                       help="also cross-validate on this folder of labelled mails")
+    learn.set_defaults(func=cmd_rules_learn)
 
     jobs = sub.add_parser("jobs", help="the scheduled jobs (reminders, escalations, digests, reports, ...)"
                           ).add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -129,6 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--json", action="store_true", help="print a JSON object")
     shape.add_argument("--csv", action="store_true", help="print CSV: section,key,value,previous")
     report.set_defaults(func=cmd_report)
+
+    privacy = sub.add_parser("privacy", help="what we hold about one person: export it, or erase it"
+                             ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = privacy.add_parser("export", help="write everything held about ADDRESS to a folder or a .zip")
+    export.add_argument("address", metavar="ADDRESS")
+    export.add_argument("--out", type=Path, metavar="PATH", help="a folder, or a file ending in .zip "
+                        "(default: a new folder in the current directory)")
+    export.set_defaults(func=cmd_privacy_export)
+    erase = privacy.add_parser("erase", help="remove or pseudonymise everything about ADDRESS (database, "
+                               "files, outgoing mail, the IMAP mailbox)")
+    erase.add_argument("address", metavar="ADDRESS")
+    erase.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
+    erase.add_argument("--json", action="store_true", help="print a JSON object")
+    erase.set_defaults(func=cmd_privacy_erase)
+
+    doctor = sub.add_parser("doctor", help="check the set-up, one line per part; non-zero when one fails")
+    doctor.add_argument("--json", action="store_true", help="print a JSON array of checks")
+    doctor.set_defaults(func=cmd_doctor)
 
     database = sub.add_parser("db", help="the database schema").add_subparsers(
         dest="action", metavar="ACTION", required=True)
@@ -492,6 +521,40 @@ def cmd_rules_schema(args: argparse.Namespace) -> int:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     return commands.dry_run(args.message, _rules_dir(args, args.rules), sys.stdout, as_json=args.json,
                             followup_priority=args.followup)
+
+
+def cmd_rules_eval(args: argparse.Namespace) -> int:
+    from feedbackd.routing import evaluation
+
+    return evaluation.command(args.dir, _rules_dir(args, args.rules), sys.stdout, as_json=args.json)
+
+
+def cmd_rules_learn(args: argparse.Namespace) -> int:
+    from feedbackd.routing import learned
+
+    return learned.learn_command(_settings(args), sys.stdout, as_json=args.json, eval_dir=args.eval_dir)
+
+
+# -- privacy and doctor ---------------------------------------------------------------------------
+
+
+def cmd_privacy_export(args: argparse.Namespace) -> int:
+    from feedbackd import privacy
+
+    return privacy.export_command(_settings(args), args.address, args.out, sys.stdout)
+
+
+def cmd_privacy_erase(args: argparse.Namespace) -> int:
+    from feedbackd import privacy
+
+    return privacy.erase_command(_settings(args), args.address, sys.stdout, dry_run=args.dry_run,
+                                 as_json=args.json)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from feedbackd import doctor
+
+    return doctor.command(args.config, sys.stdout, as_json=args.json)
 
 
 # -- jobs -----------------------------------------------------------------------------------------

@@ -202,6 +202,14 @@ class JobsSettings(Section):
         return [_check_address(v) for v in value]
 
 
+class RoutingSettings(Section):
+    """The learned routing suggestion (``feedbackd rules learn``): off, shown beside the rules'
+    decision (suggest), or deciding the department and kind when no rule set the department (route)."""
+
+    learned: Literal["off", "suggest", "route"] = "off"
+    learned_min_confidence: float = Field(0.7, ge=0, le=1)  # below this the model says nothing
+
+
 class Settings(Section):
     mailbox: MailboxSettings
     imap: ImapSettings
@@ -215,6 +223,7 @@ class Settings(Section):
     staff: StaffSettings | None = None  # None: no [staff] section, staff mail is off
     calendar: CalendarSettings | None = None  # None: deadlines count calendar time
     jobs: JobsSettings = JobsSettings()
+    routing: RoutingSettings = RoutingSettings()
     source: Path | None = None  # the file these settings were read from
 
     @property
