@@ -48,7 +48,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from feedbackd.cases import CaseNumbers
@@ -127,8 +127,8 @@ def run_purge(engine: Engine, settings: Settings, now: datetime, *, numbers: Cas
     result = PurgeResult(counts={"cases": 0, "messages": 0, "raw_messages": 0, "attachment_files": 0,
                                  "mailbox_deleted": 0, "mailbox_pending": 0, "mailbox_lost": 0})
     with engine.connect() as conn:
-        _secure(conn)
-        result.cases = [_describe(conn, case_id, closed, numbers) for case_id, closed in _expired(conn, cutoff)]
+        secure(conn)
+        result.cases = [describe(conn, case_id, closed, numbers) for case_id, closed in _expired(conn, cutoff)]
         conn.rollback()
         if dry_run:
             result.counts["cases"] = len(result.cases)
@@ -139,10 +139,10 @@ def run_purge(engine: Engine, settings: Settings, now: datetime, *, numbers: Cas
             return result
         key = pseudonym_key(settings.paths.data)
         for case in result.cases:
-            hashes = _purge_case(conn, case, key, now, result)
-            result.add("attachment_files", _delete_files(conn, settings.paths.data, hashes))
-        _purge_mailbox(conn, settings.imap, now, result)
-    _checkpoint(engine)
+            hashes = purge_case(conn, case, key, now, result)
+            result.add("attachment_files", delete_files(conn, settings.paths.data, hashes))
+        purge_mailbox(conn, settings.imap, now, result)
+    checkpoint(engine)
     if result.counts["cases"]:
         log.info("purged %d case(s) past retention", result.counts["cases"])
     return result
@@ -158,7 +158,7 @@ def _expired(conn: Connection, cutoff: datetime) -> list[tuple[int, datetime]]:
     return [(int(row[0]), row[1]) for row in conn.execute(query)]
 
 
-def _describe(conn: Connection, case_id: int, closed: datetime, numbers: CaseNumbers) -> Expired:
+def describe(conn: Connection, case_id: int, closed: datetime, numbers: CaseNumbers) -> Expired:
     messages = select(MESSAGES.c.id).where(MESSAGES.c.case_id == case_id)
     count = conn.execute(select(func.count()).select_from(MESSAGES).where(MESSAGES.c.case_id == case_id))
     raws = conn.execute(select(func.count(func.distinct(MESSAGES.c.raw_sha256))).where(
@@ -219,8 +219,9 @@ def _scrub(value: Any, key: bytes, free_text: bool = False) -> Any:
 # -- purging one case ----------------------------------------------------------------------------
 
 
-def _purge_case(conn: Connection, case: Expired, key: bytes, now: datetime, result: PurgeResult) -> set[str]:
-    """One case in one transaction; returns the attachment hashes it let go of."""
+def purge_case(conn: Connection, case: Expired, key: bytes, now: datetime, result: PurgeResult,
+               kind: str = "purged") -> set[str]:
+    """One case in one transaction, recorded by a ``kind`` event; returns the attachment hashes it let go of."""
     with conn.begin():
         row = conn.execute(select(CASES).where(CASES.c.id == case.case_id)).mappings().one()
         if row["purged_at"] is not None:  # another process got there first
@@ -231,11 +232,11 @@ def _purge_case(conn: Connection, case: Expired, key: bytes, now: datetime, resu
         _purge_participants(conn, case.case_id, key)
         raws = _purge_messages(conn, case.case_id, key)
         hashes = _purge_attachments(conn, message_ids)
-        removed = _delete_raw(conn, raws)
+        removed = delete_raw(conn, raws)
         _purge_outbox_and_events(conn, case.case_id, key)
         detail = {"messages": case.messages, "raw_messages": removed, "attachments": case.attachments,
                   "mailbox_copies": case.mailbox_copies}
-        conn.execute(insert(EVENTS), {"case_id": case.case_id, "at": now, "kind": "purged", "detail": detail,
+        conn.execute(insert(EVENTS), {"case_id": case.case_id, "at": now, "kind": kind, "detail": detail,
                                       "actor": "system"})
     result.add("cases", 1)
     result.add("messages", case.messages)
@@ -289,7 +290,7 @@ def _purge_attachments(conn: Connection, message_ids: list[int]) -> set[str]:
     return hashes
 
 
-def _delete_raw(conn: Connection, raws: set[str]) -> int:
+def delete_raw(conn: Connection, raws: set[str]) -> int:
     """Raw bytes no kept message points at (this case's messages no longer do), and their quarantine entries."""
     if not raws:
         return 0
@@ -310,7 +311,7 @@ def _purge_outbox_and_events(conn: Connection, case_id: int, key: bytes) -> None
             detail=_scrub(detail, key), actor=pseudonym(key, actor) if "@" in (actor or "") else actor))
 
 
-def _delete_files(conn: Connection, data_dir: Path, hashes: Iterable[str]) -> int:
+def delete_files(conn: Connection, data_dir: Path, hashes: Iterable[str]) -> int:
     """Attachment files whose hash no attachment row names any more."""
     deleted = 0
     for digest in sorted(hashes):
@@ -330,22 +331,39 @@ def _delete_files(conn: Connection, data_dir: Path, hashes: Iterable[str]) -> in
 # -- the copies on the IMAP server --------------------------------------------------------------
 
 
-def _pending(conn: Connection) -> dict[int, list[tuple[int, int]]]:
-    """Purged cases' messages still on the server: case id → [(message row, UID)]."""
+def _pending(conn: Connection) -> dict[int | None, list[tuple[int, int]]]:
+    """Messages whose data went (a purged case's, or one erased on request) still on the server:
+    case id (None: a message on no case) → [(message row, UID)]."""
+    gone = or_(CASES.c.purged_at.is_not(None), and_(MESSAGES.c.raw_sha256.is_(None), MESSAGES.c.text == MARKER))
     query = (select(MESSAGES.c.case_id, MESSAGES.c.id, MESSAGES.c.mailbox_uid)
-             .join(CASES, CASES.c.id == MESSAGES.c.case_id)
-             .where(CASES.c.purged_at.is_not(None), MESSAGES.c.mailbox_uid.is_not(None)))
-    pending: dict[int, list[tuple[int, int]]] = {}
+             .outerjoin(CASES, CASES.c.id == MESSAGES.c.case_id)
+             .where(gone, MESSAGES.c.mailbox_uid.is_not(None)))
+    pending: dict[int | None, list[tuple[int, int]]] = {}
     with conn.begin():
         for case_id, row_id, uid in conn.execute(query):
-            pending.setdefault(int(case_id), []).append((int(row_id), int(uid)))
+            pending.setdefault(None if case_id is None else int(case_id), []).append((int(row_id), int(uid)))
     return pending
 
 
-def _purge_mailbox(conn: Connection, imap: ImapSettings, now: datetime, result: PurgeResult) -> None:
+def purge_mailbox(conn: Connection, imap: ImapSettings, now: datetime, result: PurgeResult) -> None:
+    """Delete on the IMAP server the copies of every message whose data went; recorded per case."""
     pending = _pending(conn)
     if not pending:
         return
+    outcome = delete_on_server(conn, imap, sorted({uid for rows in pending.values() for _, uid in rows}))
+    if outcome == "lost":
+        _give_up(conn, pending, now, result)
+    elif outcome == "deleted":
+        _forget_uids(conn, pending, now, "mailbox-purged", {}, result, "mailbox_deleted")
+    else:
+        log.warning("purge: cannot delete %d message(s) on the IMAP server (%s); retrying on the next run",
+                    sum(len(v) for v in pending.values()), outcome)
+        _note_pending(conn, pending, now, outcome, result)
+
+
+def delete_on_server(conn: Connection, imap: ImapSettings, uids: list[int]) -> str:
+    """Delete these UIDs in the intake folder: "deleted"; "lost" when its UIDVALIDITY is no longer
+    the stored one (the UIDs name nothing, or other mail, now); else the name of the error."""
     # ImapSource selects read-only when no processed flag is set; STORE and EXPUNGE need read-write.
     source = ImapSource(imap.model_copy(update={"processed_flag": imap.processed_flag or "\\Seen"}))
     try:
@@ -353,9 +371,7 @@ def _purge_mailbox(conn: Connection, imap: ImapSettings, now: datetime, result: 
         with conn.begin():
             stored = conn.execute(select(MAILBOXES.c.uidvalidity).where(MAILBOXES.c.key == source.key)).scalar()
         if stored != state.uidvalidity:
-            _give_up(conn, pending, now, result)
-            return
-        uids = sorted({uid for rows in pending.values() for _, uid in rows})
+            return "lost"
         assert source.client is not None
         source.client.delete_messages(uids, silent=True)  # UID STORE +FLAGS.SILENT (\Deleted)
         if b"UIDPLUS" in source.client.capabilities():
@@ -363,16 +379,13 @@ def _purge_mailbox(conn: Connection, imap: ImapSettings, now: datetime, result: 
         else:
             source.client.expunge()  # RFC 3501 has nothing narrower
     except IMAP_FAILURES as exc:
-        log.warning("purge: cannot delete %d message(s) on the IMAP server (%s); retrying on the next run",
-                    sum(len(v) for v in pending.values()), type(exc).__name__)
-        _note_pending(conn, pending, now, type(exc).__name__, result)
-        return
+        return type(exc).__name__
     finally:
         source.close()
-    _forget_uids(conn, pending, now, "mailbox-purged", {}, result, "mailbox_deleted")
+    return "deleted"
 
 
-def _give_up(conn: Connection, pending: dict[int, list[tuple[int, int]]], now: datetime,
+def _give_up(conn: Connection, pending: dict[int | None, list[tuple[int, int]]], now: datetime,
              result: PurgeResult) -> None:
     """UIDVALIDITY changed: these UIDs name nothing (or other mail) now; recorded, not retried."""
     log.warning("purge: the IMAP folder's UIDVALIDITY changed; %d copies cannot be found by UID",
@@ -381,22 +394,26 @@ def _give_up(conn: Connection, pending: dict[int, list[tuple[int, int]]], now: d
                  "mailbox_lost")
 
 
-def _forget_uids(conn: Connection, pending: dict[int, list[tuple[int, int]]], now: datetime, kind: str,
+def _forget_uids(conn: Connection, pending: dict[int | None, list[tuple[int, int]]], now: datetime, kind: str,
                  extra: dict[str, Any], result: PurgeResult, counter: str) -> None:
     with conn.begin():
         for case_id, rows in pending.items():
             conn.execute(update(MESSAGES).where(MESSAGES.c.id.in_([r for r, _ in rows])).values(mailbox_uid=None))
+            result.add(counter, len(rows))
+            if case_id is None:
+                continue
             conn.execute(insert(EVENTS), {"case_id": case_id, "at": now, "kind": kind, "actor": "system",
                                           "detail": {"messages": len(rows), **extra}})
-            result.add(counter, len(rows))
 
 
-def _note_pending(conn: Connection, pending: dict[int, list[tuple[int, int]]], now: datetime, error: str,
+def _note_pending(conn: Connection, pending: dict[int | None, list[tuple[int, int]]], now: datetime, error: str,
                   result: PurgeResult) -> None:
     """One ``mailbox-purge-pending`` event per case (not one per failed daily run)."""
     with conn.begin():
         for case_id, rows in pending.items():
             result.add("mailbox_pending", len(rows))
+            if case_id is None:
+                continue
             seen = conn.execute(select(exists().where(EVENTS.c.case_id == case_id,
                                                       EVENTS.c.kind == "mailbox-purge-pending"))).scalar()
             if not seen:
@@ -407,13 +424,13 @@ def _note_pending(conn: Connection, pending: dict[int, list[tuple[int, int]]], n
 # -- SQLite: no deleted bytes left behind -----------------------------------------------------------
 
 
-def _secure(conn: Connection) -> None:
+def secure(conn: Connection) -> None:
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA secure_delete=ON")
         conn.commit()
 
 
-def _checkpoint(engine: Engine) -> None:
+def checkpoint(engine: Engine) -> None:
     """Copy the WAL into the (zeroed) database file and truncate it, so old page images go too."""
     if engine.dialect.name != "sqlite":
         return
