@@ -23,7 +23,7 @@ from feedbackd.config import ConfigError, Settings
 from feedbackd.demo import run_demo
 from feedbackd.mail.source import CONNECTION_ERRORS, SourceError
 from feedbackd.outbox import Outbox
-from feedbackd.pipeline import Pipeline
+from feedbackd.pipeline import Pipeline, StorageFull
 from feedbackd.routing import RulesError, RuleSet, RulesWatcher, commands, load_ruleset
 from feedbackd.routing.decision import explain
 from feedbackd.service import Daemon
@@ -246,6 +246,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"feedbackd: cannot read mail from {settings.imap.host}:{settings.imap.port}: {exc}",
               file=sys.stderr)
         return 1
+    except StorageFull as exc:
+        print(f"feedbackd: {exc}; the mail stays on the server", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: run again once there is space
     elapsed = time.monotonic() - started
     left = daemon.leftover()
     actions = ", ".join(f"{n} {a}" for a, n in sorted(intake.actions.items())) or "nothing new"

@@ -9,10 +9,13 @@ Everything a message changes in the database commits with it (its raw bytes incl
 crash at any moment leaves all of it or none of it.  A message no stage can handle is
 quarantined with the reason (and the cursor still advances), so one bad message never stops
 the mailbox; answering the sender comes after the message is recorded and cannot fail it.
+A full disk for attachments is not the message's fault: ``StorageFull`` rolls the group back and
+the daemon retries later, the mail still unprocessed on the server.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -43,7 +46,16 @@ COMMIT_EVERY = 100  # messages per transaction when a backlog is drained
 GROUP_BYTES = 32 * 1024 * 1024  # ... or fewer, when they add up to this many bytes
 FAULT_ENV = "FEEDBACKD_FAULT"  # test hook: "before-commit" or "after-commit" kills the process there
 
-__all__ = ["COMMIT_EVERY", "Cursor", "Outcome", "Pipeline"]
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk is the host's problem, not the message's
+
+__all__ = ["COMMIT_EVERY", "Cursor", "Outcome", "Pipeline", "StorageFull"]
+
+
+class StorageFull(Exception):
+    """The disk for attachments is full: the group is rolled back and the mail stays on the server.
+
+    Not a quarantine: the message is fine, and is processed once space returns.
+    """
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,9 @@ class Pipeline:
                 return Outcome("duplicate", detail="stored concurrently")
             except Exception as exc:
                 savepoint.rollback()
+                if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                    raise StorageFull(f"no space left in {self.settings.paths.data} for the attachments of "
+                                      f"message uid={uid} ({exc.strerror})") from exc
                 log.exception("message uid=%s could not be stored; quarantined", uid)
                 return self._quarantine(conn, raw, digest, uid, "store", f"{type(exc).__name__}: {exc}", budget,
                                         careful)

@@ -28,7 +28,7 @@ from feedbackd.jobs.calendar import calendar_for
 from feedbackd.jobs.scheduler import JobsScheduler
 from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
 from feedbackd.outbox import Backlog, FlushReport, Outbox
-from feedbackd.pipeline import Cursor, Pipeline
+from feedbackd.pipeline import Cursor, Pipeline, StorageFull
 from feedbackd.routing import RulesWatcher
 from feedbackd.store import db, records
 
@@ -81,17 +81,23 @@ class Daemon:
         if uids:
             log.info("%d new message(s) in %s", len(uids), self.settings.imap.folder)
         done: list[int] = []
-        for outcome in self.pipeline.process_many(self._fetched(uids)):
-            report.processed += 1
-            report.actions[outcome.action] = report.actions.get(outcome.action, 0) + 1
-            if outcome.uid is not None:
-                done.append(outcome.uid)
-            if outcome.queued:
-                self.outbox_wake.set()
-            if len(done) >= self.settings.imap.batch_size:
-                self.source.mark_processed(done)
-                done = []
-        self.source.mark_processed(done)
+        try:
+            for outcome in self.pipeline.process_many(self._fetched(uids)):
+                report.processed += 1
+                report.actions[outcome.action] = report.actions.get(outcome.action, 0) + 1
+                if outcome.uid is not None:
+                    done.append(outcome.uid)
+                if outcome.queued:
+                    self.outbox_wake.set()
+                if len(done) >= self.settings.imap.batch_size:
+                    self.source.mark_processed(done)
+                    done = []
+        finally:  # what committed before a failure is flagged too
+            if done and self.source.client is not None:
+                try:
+                    self.source.mark_processed(done)
+                except CONNECTION_ERRORS as exc:
+                    log.debug("cannot flag processed messages: %s", type(exc).__name__)
         return report
 
     def _fetched(self, uids: list[int]) -> Iterator[tuple[bytes, Cursor]]:
@@ -183,6 +189,10 @@ class Daemon:
                 except CONNECTION_ERRORS as exc:
                     log.warning("IMAP connection failed or lost (%s: %s); reconnecting in %.0f s",
                                 type(exc).__name__, exc, backoff)
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                except StorageFull as exc:
+                    log.error("%s; the mail stays on the server, retrying in %.0f s", exc, backoff)
                     self._sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 except DBAPIError as exc:

@@ -30,7 +30,11 @@ class FileStore:
         if not path.exists():
             private_dirs(path.parent)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            _write_private(tmp, data)
+            try:
+                _write_private(tmp, data)
+            except OSError:
+                tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
+                raise
             os.replace(tmp, path)
         return digest
 
