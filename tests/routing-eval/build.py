@@ -147,7 +147,8 @@ def fits(text: str, charset: str) -> bool:
 
 
 def text_part(subtype: str, text: str, charset: str, cte: str) -> Message:
-    raw = text.replace("\n", "\r\n").encode(codec(charset))
+    errors = "xmlcharrefreplace" if subtype == "html" else "strict"
+    raw = text.replace("\n", "\r\n").encode(codec(charset), errors)
     part = Message(policy=compat32)
     part["Content-Type"] = f'text/{subtype}; charset="{charset}"'
     part["Content-Transfer-Encoding"] = cte
@@ -209,7 +210,8 @@ def quoted(entry: dict, lang: str, n: int, date: datetime) -> tuple[str, str]:
                     f"Sent: {format_datetime(sent)}\nSubject: [{number}] We have received your feedback: {orig}")
         else:
             head = (f"------------------ 原始邮件 ------------------\n发件人: \"市民意见信箱\"<{MAILBOX}>;\n"
-                    f"发送时间: {sent.strftime('%Y年%m月%d日(星期三) 晚上%H:%M')}\n"
+                    f"发送时间: {sent.strftime('%Y年%m月%d日')}(星期{'一二三四五六日'[sent.weekday()]}) "
+                    f"{'上午' if sent.hour < 12 else '下午'}{sent.strftime('%H:%M')}\n"
                     f"主题: [{number}] 我们已收到您的反馈：{orig}")
         body = head + "\n\n" + ack_text
     return body, subject
@@ -218,7 +220,7 @@ def quoted(entry: dict, lang: str, n: int, date: datetime) -> tuple[str, str]:
 def build(entry: dict) -> tuple[str, bytes]:
     n = int(entry["n"])
     lang = language(entry)
-    client = entry.get("client") or choose_client(n, lang)
+    client = str(entry.get("client") or choose_client(n, lang))
     if client not in CLIENTS:
         raise ValueError(f"{n}: unknown client {client}")
     rnd = random.Random(n)
