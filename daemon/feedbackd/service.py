@@ -5,6 +5,11 @@
 reconnecting with backoff when the server drops us), sending in an outbox thread, so an SMTP
 outage never holds up intake and an IMAP outage never holds up sending. A jobs pass runs every minute
 in a scheduler thread (``jobs.scheduler``): the same jobs, claimed the same way, as ``feedbackd jobs run``.
+
+Under systemd (``Type=notify``) the daemon says READY once its parts are up and the intake loop
+starts, a STATUS line now and then, WATCHDOG from the intake loop itself (so a stuck loop is killed
+and restarted), and STOPPING on shutdown.  SIGHUP reloads the configuration and the rules: what can
+change live is taken at once, what needs a restart (see ``RESTART_SECTIONS``) is said in one line.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from feedbackd.config import Settings
+from feedbackd import config as config_mod
+from feedbackd.config import ConfigError, Settings
 from feedbackd.jobs.calendar import calendar_for
 from feedbackd.jobs.scheduler import JobsScheduler
 from feedbackd.mail.source import CONNECTION_ERRORS, ImapSource, SourceError
 from feedbackd.outbox import Backlog, FlushReport, Outbox
 from feedbackd.pipeline import Cursor, Pipeline, StorageFull
-from feedbackd.routing import RulesWatcher
+from feedbackd.routing import RulesError, RuleSet, RulesWatcher
+from feedbackd.sdnotify import Notifier
 from feedbackd.store import db, records
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,9 @@ GATHER = 0.1  # seconds the sender waits after a wake-up before claiming
 DB_RETRY_FIRST = 0.5  # the sender's first wait when the database is away; doubled up to DB_RETRY_MAX
 DB_RETRY_MAX = 30.0
 BUG_RETRY = 30.0  # the sender's wait after an unexpected error (a bug): long, so the log is not flooded
+STATUS_EVERY = 15.0  # seconds between two looks at the outbox for the systemd STATUS line
+# Held by open connections or files: a SIGHUP cannot change them (``paths.data`` neither).
+RESTART_SECTIONS = ("imap", "smtp", "database")
 
 
 @dataclass
@@ -53,12 +64,22 @@ class Daemon:
         calendar_for(settings)  # a bad [calendar] or overrides file stops start-up (ConfigError), not a message
         self.engine = engine or db.connect(settings.database.url)
         self.rules = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
-        self.pipeline = Pipeline(settings, self.engine, self.rules.current)
+        self.pipeline = Pipeline(settings, self.engine, self._ruleset)
         self.outbox = Outbox(self.engine, settings.smtp, settings.outbox)
         self.source = ImapSource(settings.imap)
         self.stopping = threading.Event()
         self.outbox_wake = threading.Event()
-        self.jobs = JobsScheduler(settings, self.engine, self.rules.current, self.outbox_wake)
+        self.jobs = JobsScheduler(settings, self.engine, self._ruleset, self.outbox_wake)
+        self.notify = Notifier()
+        self.reload_asked = threading.Event()  # set by SIGHUP, acted on by the intake loop
+        self.processed = 0  # messages handled since start (for STATUS)
+        self._imap_state = "starting"
+        self._status_at: float | None = None
+        self._outbox_waiting = 0
+
+    def _ruleset(self) -> RuleSet:
+        """The current rules (a reload may replace the watcher itself)."""
+        return self.rules.current()
 
     # -- intake -----------------------------------------------------------------------------------
 
@@ -104,6 +125,7 @@ class Daemon:
         for uid, raw in self.source.fetch(uids):
             if self.stopping.is_set():
                 return  # what was handled so far still commits
+            self.notify.watchdog()  # a long backlog is progress too
             yield raw, Cursor(self.source.key, uid)
 
     # -- one pass ---------------------------------------------------------------------------------
@@ -167,15 +189,19 @@ class Daemon:
                                   daemon=True)
         sender.start()
         self.jobs.start()
+        self.notify.ready(self._status_line())
         backoff = 1.0
         db_was_away = False
         try:
             while not self.stopping.is_set():
                 try:
+                    self._imap_state = "connecting to IMAP"
                     state = self.source.connect()
+                    self._imap_state = f"{'IDLE' if state.idle else 'polling'} on {self.settings.imap.folder}"
                     backoff = 1.0
                     while not self.stopping.is_set():
-                        self.intake()
+                        self.processed += self.intake().processed
+                        self._alive(force_status=True)
                         if db_was_away:  # the database is back: the sender may be waiting out its delay
                             db_was_away = False
                             self.outbox_wake.set()
@@ -184,11 +210,13 @@ class Daemon:
                         self.source.wait(wait, self._tick)
                 except SourceError as exc:
                     log.error("%s; retrying in %.0f s", exc, max(backoff, 30.0))
+                    self._imap_state = "IMAP refused us, retrying"
                     self._sleep(max(backoff, 30.0))
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 except CONNECTION_ERRORS as exc:
                     log.warning("IMAP connection failed or lost (%s: %s); reconnecting in %.0f s",
                                 type(exc).__name__, exc, backoff)
+                    self._imap_state = "IMAP unavailable, reconnecting"
                     self._sleep(backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 except StorageFull as exc:
@@ -205,6 +233,7 @@ class Daemon:
                 finally:
                     self.source.close()
         finally:
+            self.notify.stopping()
             self.stopping.set()
             self.outbox_wake.set()
             self.jobs.stop()
@@ -214,7 +243,105 @@ class Daemon:
     def _tick(self) -> bool:
         """Called about once a second while waiting: picks up rule edits; True means stop."""
         self.rules.current()
+        self._alive()
         return self.stopping.is_set()
+
+    def _alive(self, force_status: bool = False) -> None:
+        """The intake loop is turning: feed the watchdog, act on a SIGHUP, refresh STATUS now and then.
+
+        Called only from the intake loop's own thread (between messages, while waiting, while backing
+        off), never from a helper thread: if that loop hangs, the watchdog stops and systemd restarts us.
+        """
+        self.notify.watchdog()
+        if self.reload_asked.is_set():
+            self.reload_asked.clear()
+            self.reload()
+        if not self.notify.enabled:
+            return
+        now = time.monotonic()
+        if force_status or self._status_at is None or now - self._status_at >= STATUS_EVERY:
+            self._status_at = now
+            self._outbox_waiting = self._count_outbox()
+        self.notify.status(self._status_line())
+
+    def _count_outbox(self) -> int:
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(select(func.count()).select_from(records.OUTBOX)
+                                        .where(records.OUTBOX.c.status.in_(("pending", "sending")))).scalar() or 0)
+        except DBAPIError:
+            return self._outbox_waiting
+
+    def _status_line(self) -> str:
+        return (f"{self._imap_state}; {self.processed} message(s) processed since start; "
+                f"{self._outbox_waiting} mail(s) waiting in the outbox")
+
+    # -- reload (SIGHUP) --------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Read the configuration file again and the rules; True when the new configuration was taken.
+
+        Live: rules (directory and files), templates, mailbox, cases, intake limits, acknowledgement,
+        outbox retry settings, staff, calendar, jobs and routing.  IMAP, SMTP, the database and
+        ``paths.data`` need a restart: a change there is said in one line and the running values stay.
+        An invalid file (or calendar) keeps the whole running configuration, said in one line that
+        names the key.
+        """
+        source = self.settings.source
+        if source is None:
+            log.warning("SIGHUP: no configuration file to reload; rules reloaded only")
+            self.rules.reload()
+            return False
+        try:
+            new = config_mod.load(source)
+            calendar_for(new)
+        except ConfigError as exc:
+            log.error("configuration not reloaded, still running the previous one: %s", exc)
+            self.rules.reload()
+            return False
+        held = self._needs_restart(new)
+        live = new.model_copy(update={**{name: getattr(self.settings, name) for name in RESTART_SECTIONS},
+                                      "paths": new.paths.model_copy(update={"data": self.settings.paths.data})})
+        if not self._swap_rules(live):
+            live = live.model_copy(update={"paths": live.paths.model_copy(update={"rules": self.settings.paths.rules})})
+        changed = [name for name in Settings.model_fields
+                   if name not in RESTART_SECTIONS and getattr(live, name) != getattr(self.settings, name)]
+        self._apply(live)
+        log.info("configuration reloaded from %s: %s", source, ", ".join(changed) + " changed" if changed
+                 else "nothing changed that applies live")
+        if held:
+            log.warning("configuration: %s changed in %s; that needs a restart (systemctl restart feedbackd), "
+                        "the running values stay until then", ", ".join(held), source)
+        return True
+
+    def _needs_restart(self, new: Settings) -> list[str]:
+        held = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(self.settings, name)]
+        if new.paths.data != self.settings.paths.data:
+            held.append("paths.data")
+        return held
+
+    def _swap_rules(self, live: Settings) -> bool:
+        """Reload the rules (a new directory gets a new watcher); False when the new directory is invalid."""
+        if live.paths.rules == self.settings.paths.rules:
+            self.rules.reload()  # logs a new version, or one line of problems while keeping the running rules
+            return True
+        try:
+            self.rules = RulesWatcher(live.paths.rules, logging.getLogger("feedbackd.rules"))
+        except RulesError as exc:
+            log.error("rules in %s are invalid (%d problem(s): feedbackd rules check lists them); still using %s",
+                      live.paths.rules, len(exc.problems), self.settings.paths.rules)
+            return False
+        return True
+
+    def _apply(self, live: Settings) -> None:
+        """Swap in the live settings between two messages (the intake thread is the caller)."""
+        from feedbackd.templates import Templates
+
+        self.settings = live
+        self.pipeline = Pipeline(live, self.engine, self._ruleset)
+        self.outbox.settings = live.outbox  # read at each failure by the sender thread
+        self.jobs.settings = live  # read at the start of each pass
+        self.jobs.templates = Templates(live.paths.templates)
 
     def _outbox_loop(self, until: threading.Event, report: FlushReport) -> None:
         """The sender thread: flush when woken (new mail queued) or when a retry falls due.
@@ -248,7 +375,14 @@ class Daemon:
                 self.outbox.close()
 
     def _sleep(self, seconds: float) -> None:
-        self.stopping.wait(seconds)
+        """Back off for ``seconds`` (or until stopped), still feeding the watchdog: waiting is not hanging."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            self._alive()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stopping.wait(min(left, 1.0))
 
     def _install_signals(self) -> None:
         def handler(signum: int, _frame: FrameType | None) -> None:
@@ -257,8 +391,12 @@ class Daemon:
             self.stopping.set()
             self.outbox_wake.set()
 
+        def reload(_signum: int, _frame: FrameType | None) -> None:
+            self.reload_asked.set()  # the intake loop reloads within a second, between two messages
+
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGHUP, reload)
 
 
 def _send_until(settings: Settings, intake_done: Any, results: Any) -> None:

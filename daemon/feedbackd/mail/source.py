@@ -138,6 +138,8 @@ class ImapSource:
     def wait(self, seconds: float, stop: Callable[[], bool]) -> None:
         """Return when new mail may be there, after ``seconds``, or when ``stop()`` is true."""
         assert self.client is not None and self.state is not None
+        if self._announced():
+            return
         deadline = time.monotonic() + seconds
         if not self.state.idle:
             while time.monotonic() < deadline and not stop():
@@ -158,6 +160,17 @@ class ImapSource:
                     break  # returned at once with nothing: the connection is probably gone
         finally:
             self.client.idle_done()  # raises on a dead connection, which the caller handles
+
+
+    def _announced(self) -> bool:
+        """Whether the server announced new mail in the answer to an earlier command.
+
+        A message delivered while SEARCH runs is announced (``* n EXISTS``) with that answer but not
+        found by it, and IDLE does not announce it again: without this look, it waited for the end of
+        the next IDLE cycle (``idle_timeout``).  imaplib keeps untagged answers no command asked for.
+        """
+        assert self.client is not None
+        return self.client._imap.untagged_responses.pop("EXISTS", None) is not None
 
 
 def _close(client: IMAPClient) -> None:
