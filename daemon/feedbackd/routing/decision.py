@@ -16,19 +16,24 @@ KIND_LABELS = {"problem": "问题反馈 problem", "opinion": "反映 opinion"}
 
 @dataclass(frozen=True, slots=True)
 class RuleHit:
-    """One rule that matched: where it is written and what it changed (field → new value)."""
+    """One rule that matched: where it is written, what it changed (field → new value), and what
+    matched (the rule's words found in the message, or its test: ``header Precedence: bulk``).
+    Decisions stored before ``matched`` existed load with an empty list."""
 
     rule: str
     file: str
     line: int
     changes: dict[str, object]
+    matched: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "file": self.file, "line": self.line, "changes": dict(self.changes)}
+        return {"rule": self.rule, "file": self.file, "line": self.line, "changes": dict(self.changes),
+                "matched": list(self.matched)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RuleHit:
-        return cls(data["rule"], data["file"], int(data["line"]), dict(data.get("changes", {})))
+        return cls(data["rule"], data["file"], int(data["line"]), dict(data.get("changes", {})),
+                   [str(w) for w in data.get("matched") or []])
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,8 @@ def explain(data: dict[str, Any]) -> list[str]:
         for hit in decision.hits:
             changed = "; ".join(f"{k} = {_value(v)}" for k, v in hit.changes.items()) or "no change"
             lines.append(f"  {hit.rule}  ({hit.file}:{hit.line})  {changed}")
+            if hit.matched:
+                lines.append(f"    matched: {', '.join(hit.matched)}")
     if decision.priority_raised:
         lines.append(f"priority raised: {decision.previous_priority} -> {decision.priority}")
     lines += [
@@ -150,4 +157,5 @@ def explain(data: dict[str, Any]) -> list[str]:
     ]
     if decision.ruleset_version:
         lines.append(f"rules version: {decision.ruleset_version}")
+    lines += [str(line) for line in (data.get("learned") or {}).get("explanation", [])]  # routing.learned
     return lines

@@ -28,7 +28,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from feedbackd.routing import model
-from feedbackd.routing.conditions import compile_condition
+from feedbackd.routing.conditions import compile_both
 from feedbackd.routing.ruleset import (
     DEFAULT_TEMPLATES,
     Actions,
@@ -506,12 +506,14 @@ def _kinds(spec: model.Kinds) -> dict[str, Kind]:
 def _rule(spec: model.Rule, defined: _Defined) -> Rule:
     then = spec.then
     line, _ = locate(defined.source.tree, defined.loc)
+    predicate, explainer = compile_both(spec.when) if spec.when else (None, None)
     return Rule(
         name=spec.name,
         file=defined.source.name,
         line=line,
         on=frozenset(spec.on),
-        predicate=compile_condition(spec.when) if spec.when else None,
+        predicate=predicate,
+        explainer=explainer,
         actions=Actions(
             department=then.department,
             priority=then.priority,

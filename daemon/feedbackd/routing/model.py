@@ -122,9 +122,13 @@ Duration = Annotated[
 class TextTest(_Model):
     """Tests on a piece of text.  Every operator given must hold.
 
-    Matching ignores case and full-width/half-width differences and treats any run of white space
-    as one space; Chinese keywords match anywhere (no word boundaries).  ``regex`` sees the text
-    as received (case-insensitive unless ``case-sensitive: true``).
+    Matching ignores case, full-width/half-width forms (Unicode NFKC) and traditional/simplified
+    Chinese (write keywords in simplified characters), and treats any run of white space as one
+    space; Chinese keywords match anywhere (no word boundaries).  ``within: sentence``: the words of
+    ``contains``, ``contains-all`` and ``contains-any`` must be found together in one sentence.
+    ``unless``: words that veto the test (in that sentence with ``within``, else anywhere in the
+    text).  ``regex`` sees the text as received in simplified characters (case-insensitive unless
+    ``case-sensitive: true``).
     """
 
     equals: Text | None = None
@@ -133,6 +137,8 @@ class TextTest(_Model):
     contains_all: Annotated[list[Text], Field(min_length=1)] | None = None
     regex: Regex | None = None
     glob: Text | None = None
+    within: Literal["sentence"] | None = None
+    unless: Annotated[list[Text], Field(min_length=1)] | None = None
     case_sensitive: StrictBool = False
 
     _OPERATORS: ClassVar[str] = "equals, contains, contains-any, contains-all, regex or glob"
@@ -151,6 +157,10 @@ class TextTest(_Model):
     def _needs_operator(self) -> TextTest:
         if not self._complete():
             raise ValueError(f"needs an operator: {self._OPERATORS}")
+        if self.within and not (self.contains or self.contains_all or self.contains_any):
+            raise ValueError("within: sentence needs words to look for: contains, contains-all or contains-any")
+        if self.unless and not self.has_operator():
+            raise ValueError(f"unless vetoes a test, so it needs an operator too: {self._OPERATORS}")
         return self
 
 

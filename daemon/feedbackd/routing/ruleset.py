@@ -14,7 +14,7 @@ from datetime import timedelta
 from types import MappingProxyType
 
 from feedbackd.mail.message import ParsedMessage
-from feedbackd.routing.conditions import MessageView, Predicate
+from feedbackd.routing.conditions import Explainer, MessageView, Predicate
 from feedbackd.routing.decision import Decision, RuleHit
 
 PROBLEM, OPINION = "problem", "opinion"
@@ -87,6 +87,7 @@ class Rule:
     predicate: Predicate | None  # None: always matches
     actions: Actions
     description: str = ""
+    explainer: Explainer | None = field(default=None, compare=False)  # what matched; only called on a match
 
     test: Predicate = field(init=False, repr=False, compare=False)
     assignments: tuple[tuple[str, object], ...] = field(init=False, repr=False, compare=False)
@@ -97,6 +98,10 @@ class Rule:
 
     def matches(self, view: MessageView) -> bool:
         return self.test(view)
+
+    def matched(self, view: MessageView) -> list[str]:
+        """What made this rule match ``view`` (words as the rule writes them, or the test)."""
+        return self.explainer(view) if self.explainer else []
 
 
 @dataclass(slots=True)
@@ -201,7 +206,7 @@ class RuleSet:
         hits = []
         for rule in rules:
             if rule.test(view):
-                hits.append(RuleHit(rule.name, rule.file, rule.line, state.apply(rule, rank)))
+                hits.append(RuleHit(rule.name, rule.file, rule.line, state.apply(rule, rank), rule.matched(view)))
                 if rule.actions.stop:
                     break
         return hits
