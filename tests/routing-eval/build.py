@@ -198,7 +198,9 @@ def build(entry: dict) -> tuple[str, bytes]:
         extra_headers["References"] = f"<orig.{n}@example.cn> <ack.{n * 37 % 99991}@city.example>"
     charset = entry.get("charset") or choose_charset(n, client, lang)
     if not fits(body + subject + entry.get("from", ""), charset):
-        charset = "utf-8"
+        # Hong Kong Cantonese (咗, 嘅, 冚) needs the HKSCS extension of Big5; anything else goes UTF-8.
+        hkscs = charset == "big5" and fits(body + subject + entry.get("from", ""), "big5-hkscs")
+        charset = "big5-hkscs" if hkscs else "utf-8"
     cte = entry.get("cte") or {"qq": "base64", "163": "base64", "foxmail": "base64", "outlook": "quoted-printable",
                                "gmail": rnd.choice(("base64", "quoted-printable")), "iphone": "quoted-printable",
                                "plain": "base64" if lang != "en" else "7bit"}[client]
@@ -217,6 +219,7 @@ def build(entry: dict) -> tuple[str, bytes]:
     attach = entry.get("attach")
     if attach:
         mixed = MIMEMultipart("mixed", boundary=f"----=_NextPart_{n}_{rnd.getrandbits(40):x}")
+        del root["MIME-Version"]
         mixed.attach(root)
         for name in attach if isinstance(attach, list) else [attach]:
             if name.lower().endswith((".jpg", ".jpeg")):
@@ -227,6 +230,7 @@ def build(entry: dict) -> tuple[str, bytes]:
                 part = MIMEApplication(b"attachment\n", "octet-stream")
             disp = name if name.isascii() else ("utf-8", "", name)
             part.add_header("Content-Disposition", "attachment", filename=disp)
+            del part["MIME-Version"]  # the email.mime classes add one to every part; clients do not
             mixed.attach(part)
         root = mixed
     name, _, addr = entry["from"].rpartition(" ")
