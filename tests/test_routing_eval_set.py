@@ -87,7 +87,7 @@ def test_the_languages_and_the_forms_are_mixed(parsed: dict[str, ParsedMessage])
     assert 0.07 <= len(traditional) / len(parsed) <= 0.20
     raws = {path.name: path.read_bytes() for path in SET.glob("*.eml")}
     charsets = Counter(m.lower() for raw in raws.values() for m in re.findall(rb'charset="([^"]+)"', raw))
-    assert {b"utf-8", b"gbk", b"gb18030", b"gb2312", b"big5"} <= set(charsets)
+    assert {b"utf-8", b"gbk", b"gb18030", b"gb2312", b"big5", b"big5-hkscs"} <= set(charsets)
     mailers = {msg.header("X-Mailer").split()[0] for msg in parsed.values() if msg.header("X-Mailer")}
     assert {"QQMail", "Coremail", "Foxmail", "Microsoft", "iPhone"} <= mailers
     assert sum(msg.content_type == "text/html" for msg in parsed.values()) >= 5
