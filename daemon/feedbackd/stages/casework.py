@@ -31,6 +31,7 @@ from feedbackd.store.files import FileStore
 from feedbackd.store.models import utcnow
 
 if TYPE_CHECKING:
+    from feedbackd.routing.learned import LearnedRouter
     from feedbackd.staff.loop import StaffLoop
 
 MAX_COPIED = 20  # people the citizen copied who become participants
@@ -58,6 +59,11 @@ class Casework:
         self.numbers = numbers
         self.staff = staff  # None: staff mail is off
         self.own = settings.mailbox.own_addresses
+        self.learned: LearnedRouter | None = None
+        if settings.routing.learned != "off":  # numpy and the model only when asked for
+            from feedbackd.routing.learned import LearnedRouter
+
+            self.learned = LearnedRouter(settings)
 
     def file(self, conn: Connection, state: MessageState, *, write_events: bool = True) -> Filed:
         """Store the message on the case it belongs to (a new one if none), and its events unless the
@@ -129,6 +135,12 @@ class Casework:
         msg = state.msg
         ruleset = self.rules()
         decision = ruleset.evaluate(msg)
+        suggestion = None
+        if self.learned is not None:  # [routing] learned: the model's suggestion, and in route mode its say
+            decision, suggestion = self.learned.route(decision, msg, ruleset)
+        routing = decision.to_dict()
+        if suggestion is not None:
+            routing["learned"] = suggestion
         now = utcnow()
         calendar = calendar_for(self.settings)
         sender = msg.sender
@@ -143,7 +155,7 @@ class Casework:
             "department": decision.department,
             "assignee": decision.assignee,
             "tags": list(decision.tags),
-            "routing": decision.to_dict(),
+            "routing": routing,
             "first_response_due": calendar.add(now, decision.first_response_due) if decision.first_response_due
             else None,
             "resolution_due": calendar.add(now, decision.resolution_due) if decision.resolution_due else None,

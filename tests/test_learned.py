@@ -1,0 +1,233 @@
+"""The learned routing suggestion: training and cross-validation, the file, and the three modes.
+
+The modes run on the daemon against Dovecot and the SMTP sink: the desk's cases (some corrected
+by ``#move``) train the model through ``feedbackd rules learn``, then ``off``, ``suggest`` and
+``route`` each file new mail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlmodel import select
+
+import mails
+from conftest import REPO, Env, run_once
+from feedbackd.cases import CaseNumbers
+from feedbackd.mail.parse import parse_message
+from feedbackd.routing import learned, load_ruleset
+from feedbackd.routing.learned import Example, LearnedRouter, Suggestion
+from feedbackd.staff.commands import Command
+from feedbackd.staff.loop import act
+from feedbackd.store.db import connect, session
+from feedbackd.store.models import Case
+from feedbackd.views import case_detail
+
+EVAL_SET = REPO / "tests" / "routing-eval"
+RULES = load_ruleset(REPO / "rules")
+
+# Mail no shipped rule routes (a library card); the desk moves such cases to the service department.
+LIBRARY = [
+    ("借书证办理", "请问社区图书馆的借书证怎么办理，需要带户口本吗？"),
+    ("图书馆借书证", "我想给孩子办一张图书馆借书证，周末能办吗？"),
+    ("借书证到期", "社区图书馆的借书证到期了，续办要去哪个窗口？"),
+    ("图书馆借书证押金", "办图书馆借书证要交押金吗？交多少？"),
+    ("借书证丢了", "我的图书馆借书证丢了，补办借书证要多久？"),
+    ("借书证", "图书馆借书证可以借几本书？借书证能不能给家人用？"),
+]
+ROUTED = [  # mail the shipped rules route: the desk's other departments
+    ("快递一直没送到", "快递十天没送到，物流信息不更新，包裹是不是丢了？"),
+    ("快递丢件", "快递员说已经签收，但是我没收到包裹。"),
+    ("包裹破损", "快递送来的包裹破损严重，快递员态度也不好。"),
+    ("快递延误", "快递三天了还没送到，物流一直不更新。"),
+    ("支付失败但扣款了", "缴费时支付失败，但是银行卡扣款了，请退款。"),
+    ("重复扣款", "同一笔订单扣款两次，要求退款。"),
+    ("退款没到账", "退款申请了两周还没有到账。"),
+    ("支付失败", "支付失败了三次，钱却被扣了。"),
+]
+
+
+def texts(pairs: list[tuple[str, str]]) -> list[str]:
+    return [learned.model_text(subject, body) for subject, body in pairs]
+
+
+def test_training_and_cross_validation_on_the_labelled_set(tmp_path: Path) -> None:
+    examples = learned.labelled_examples(EVAL_SET)
+    cv = learned.cross_validate(examples)
+    assert cv["cases"] == len(examples) >= 300 and cv["folds"] == 5
+    # eight departments and two kinds: far above chance (1/8 and the majority kind's share)
+    assert cv["department_accuracy"] > 0.6
+    majority = max(learned.label_counts(examples, "kind").values()) / len(examples)
+    assert cv["kind_accuracy"] > majority
+    model = learned.train(examples)
+    path = tmp_path / "data" / learned.MODEL_FILE
+    learned.save(model, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = learned.load(path)
+    assert loaded.meta["cases"] == len(examples) and loaded.meta["format"] == learned.FORMAT
+    assert loaded.meta["counts"]["department"] == learned.label_counts(examples, "department")
+    for subject, body in [("快递一直没送到", "包裹十天没到，物流不更新"), ("Refund", "I was charged twice")]:
+        assert loaded.suggest(subject, body).department == model.suggest(subject, body).department
+    assert loaded.suggest("快递一直没送到", "包裹十天没到，物流不更新").department == "logistics"
+    # no text in the file: numbers, label names and the JSON header only
+    with zipfile.ZipFile(path) as npz:
+        names = sorted(npz.namelist())
+    assert names == sorted(f"{n}.npy" for n in ["meta", "columns", "idf", "department_labels", "department_coef",
+                                                "department_intercept", "kind_labels", "kind_coef",
+                                                "kind_intercept"])
+
+
+def test_too_few_cases_or_one_label_is_refused() -> None:
+    few = [Example(t, "general", "problem") for t in texts(LIBRARY)]
+    with pytest.raises(learned.ModelError, match="at least 10"):
+        learned.train(few)
+    one = few * 2
+    with pytest.raises(learned.ModelError, match="same department"):
+        learned.train(one)
+
+
+def test_a_file_of_another_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / learned.MODEL_FILE
+    np.savez(path, meta=np.array(json.dumps({"format": "something-else/9"})))
+    with pytest.raises(learned.ModelError, match="format"):
+        learned.load(path)
+    path.write_bytes(b"not a model")
+    with pytest.raises(learned.ModelError, match="cannot read"):
+        learned.load(path)
+
+
+def _decision(subject: str, body: str):  # type: ignore[no-untyped-def]
+    return RULES.evaluate(parse_message(mails.plain(subject=subject, body=body)))
+
+
+def test_route_takes_the_department_only_where_no_rule_set_it() -> None:
+    sure = Suggestion("safety", 0.9, "opinion", 0.95)
+    unrouted = _decision(*LIBRARY[0])
+    assert not any("department" in hit.changes for hit in unrouted.hits)
+    routed, info = learned.apply(unrouted, sure, "route", 0.7, RULES)
+    assert (routed.department, routed.kind) == ("safety", "opinion")
+    assert routed.priority == unrouted.priority == "normal"  # never raised, even for safety
+    due = RULES.deadlines("normal", "safety", "opinion")
+    assert (routed.first_response_due, routed.resolution_due) == (due.first_response, due.resolution)
+    assert routed.template == RULES.kinds["opinion"].template
+    assert info["applied"] == ["department", "kind"]
+    assert "department from the learned model, confidence 0.90" in info["explanation"]
+
+    ruled = _decision(*ROUTED[0])  # a rule sends it to logistics
+    kept, info = learned.apply(ruled, sure, "route", 0.7, RULES)
+    assert kept == ruled and info["applied"] == []
+    assert any("a rule set the department" in line for line in info["explanation"])
+
+    unsure = Suggestion("safety", 0.55, "opinion", 0.95)
+    partly, info = learned.apply(unrouted, unsure, "route", 0.7, RULES)
+    assert (partly.department, partly.kind) == (unrouted.department, "opinion")
+    assert any("below learned_min_confidence 0.70" in line for line in info["explanation"])
+
+    suggested, info = learned.apply(unrouted, sure, "suggest", 0.7, RULES)
+    assert suggested == unrouted
+    assert info | {"explanation": None} == {"mode": "suggest", "department": "safety", "department_confidence": 0.9,
+                                            "kind": "opinion", "kind_confidence": 0.95, "applied": [],
+                                            "explanation": None}
+
+
+def test_no_model_warns_once_and_a_new_file_is_picked_up(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    settings = env.reconfigure('[routing]\nlearned = "route"\n')
+    now = [0.0]
+    with caplog.at_level(logging.WARNING, logger="feedbackd.routing.learned"):
+        router = LearnedRouter(settings, interval=1.0, clock=lambda: now[0])
+        decision = _decision(*LIBRARY[0])
+        msg = parse_message(mails.plain(subject=LIBRARY[0][0], body=LIBRARY[0][1]))
+        for _ in range(3):
+            now[0] += 2
+            assert router.route(decision, msg, RULES) == (decision, None)
+    assert len(caplog.records) == 1 and "there is no model" in caplog.records[0].getMessage()
+    examples = [Example(t, "service", "problem") for t in texts(LIBRARY)] + [
+        Example(t, "logistics" if i < 4 else "payments", "opinion" if i % 3 == 0 else "problem")
+        for i, t in enumerate(texts(ROUTED))]
+    learned.save(learned.train(examples), learned.model_path(settings))
+    assert router.route(decision, msg, RULES)[1] is None  # checked at most once per interval
+    now[0] += 2
+    _, info = router.route(decision, msg, RULES)
+    assert info is not None and info["department"] == "service"
+
+
+def _cases(env: Env) -> dict[str, dict]:
+    """Every case as ``cases show --json`` prints it, by subject (read in this process: faster)."""
+    settings = env.settings
+    numbers = CaseNumbers(settings.cases)
+    engine = connect(settings.database.url)
+    try:
+        with session(engine) as db:
+            return {c.subject: case_detail(db, c, numbers) for c in db.exec(select(Case))}
+    finally:
+        engine.dispose()
+
+
+def test_the_three_modes_on_the_daemon(env: Env) -> None:
+    # The desk's history: mail the rules route, and library mail the staff moved to the service desk.
+    env.mailbox.append(*[mails.plain(sender=f"c{i}@qq.example", subject=s, body=b)
+                         for i, (s, b) in enumerate(LIBRARY + ROUTED)])
+    env.mailbox.append(mails.english(sender="fan@outlook.example", subject="Suggestion",
+                                     body="I suggest longer opening hours. Great work!"),
+                       mails.english(sender="fan2@outlook.example", subject="Praise",
+                                     body="Thank you, I suggest keeping the evening hours."))
+    run_once(env)
+    cases = _cases(env)
+    engine = connect(env.settings.database.url)
+    try:
+        for subject, _ in LIBRARY:
+            case = cases[subject]
+            assert case["department"] == "general"  # no rule: the defaults
+            act(engine, env.settings, case["id"], [Command("move", "service", "#move service")], "", "admin")
+    finally:
+        engine.dispose()
+
+    learn = env.cli("rules", "learn", "--json")
+    assert learn.returncode == 0, learn.stderr
+    report = json.loads(learn.stdout)
+    assert report["cases"] == len(LIBRARY) + len(ROUTED) + 2
+    assert report["counts"]["department"]["service"] == len(LIBRARY)  # the #move corrections count
+    assert report["cross_validation"]["folds"] == 5
+    model = Path(report["model"])
+    assert model == env.settings.paths.data / learned.MODEL_FILE and stat.S_IMODE(model.stat().st_mode) == 0o600
+
+    def file(mode: str, *pairs: tuple[str, str]) -> dict[str, dict]:
+        env.reconfigure(f'[routing]\nlearned = "{mode}"\n')
+        env.mailbox.append(*[mails.plain(sender=f"{mode}{i}@163.example", subject=s, body=b)
+                             for i, (s, b) in enumerate(pairs)])
+        run_once(env)
+        found = _cases(env)
+        return {s: found[s] for s, _ in pairs}
+
+    off = file("off", ("借书证能续借吗", "图书馆借书证到期后还能续借吗？"))
+    assert "learned" not in off["借书证能续借吗"]["routing"]
+
+    suggest = file("suggest", ("借书证年龄", "几岁的孩子可以办图书馆借书证？"))
+    shown = json.loads(env.cli("cases", "show", suggest["借书证年龄"]["id"], "--json").stdout)
+    assert shown == suggest["借书证年龄"]
+    assert shown["department"] == "general"  # suggested, not applied
+    assert shown["routing"]["learned"]["department"] == "service"
+    assert shown["routing"]["learned"]["mode"] == "suggest" and shown["routing"]["learned"]["applied"] == []
+    assert 0 < shown["routing"]["learned"]["department_confidence"] <= 1
+    text = env.cli("cases", "show", shown["id"]).stdout
+    assert "learned model (suggest): department service (confidence" in text
+
+    route = file("route", ("借书证办几天", "图书馆借书证办好要几天？"),
+                 ("快递没送到借书证", "快递十天没送到，物流不更新，里面是图书馆借书证。"))
+    taken = route["借书证办几天"]
+    assert taken["department"] == "service" and taken["routing"]["department"] == "service"
+    assert taken["priority"] == "normal"  # the model never raises a priority
+    assert "department" in taken["routing"]["learned"]["applied"]
+    text = env.cli("cases", "show", taken["id"]).stdout
+    assert "department from the learned model, confidence" in text
+    ruled = route["快递没送到借书证"]
+    assert ruled["department"] == "logistics"  # a rule set it: the model does not override
+    assert ruled["routing"]["learned"]["applied"] == []
+    assert os.path.exists(model)
