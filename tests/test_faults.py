@@ -9,13 +9,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
 import mails
 from conftest import Env
+from faultkit import AutoResponder, RestartableDovecot, append_many, deliver, fill, small_disk
 
+pytestmark = pytest.mark.faults  # the whole module is the fault suite: pytest -m faults
 
 def cases(env: Env) -> list[dict]:
     result = env.cli("cases", "list", "--json")
@@ -343,3 +346,205 @@ def test_any_wake_up_cuts_the_senders_database_delay_short(env: Env, monkeypatch
         assert away.wait_calls(2, timeout=10)  # not 600 s later
     finally:
         stop()
+
+
+# -- issue 13: the IMAP server, the folder, the disk, a flood and a mail loop ---------------------
+
+
+@pytest.fixture
+def own_dovecot() -> Iterator[RestartableDovecot]:
+    """A Dovecot of this test's own, which it may stop and start again."""
+    server = RestartableDovecot(users={"feedback": "secret"})
+    server.start()
+    yield server
+    server.stop()
+
+
+def _own_env(server: RestartableDovecot, sink, tmp_path, extra: str = "") -> Env:  # type: ignore[no-untyped-def]
+    from conftest import Mailbox, _env
+
+    box = Mailbox(server, "feedback", "secret")
+    box.client().logout()
+    env = _env(box, sink, f"sqlite:///{tmp_path / 'feedbackd.db'}", tmp_path)
+    if extra:
+        env.reconfigure(extra=extra)
+    return env
+
+
+def _requesters(env: Env) -> list[str]:
+    """The cases' requesters straight from the database (the CLI's listing of thousands is slow)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env.db_url)
+    try:
+        with engine.connect() as conn:
+            return [row[0] for row in conn.execute(text('SELECT requester FROM "case"'))]
+    finally:
+        engine.dispose()
+
+
+def _each_once(env: Env, senders: list[str], requesters: list[str] | None = None) -> None:
+    """Every sender has exactly one case and exactly one mail in the sink."""
+    if requesters is None:
+        requesters = [c["requester"] for c in cases(env)]
+    assert sorted(requesters) == sorted(senders)
+    rcpts = [r for mail in env.sink.received for r in mail.rcpt_tos]
+    assert sorted(rcpts) == sorted(senders)
+
+
+BACKLOG = 300
+
+
+def test_the_imap_server_restarted_mid_fetch_loses_and_duplicates_nothing(
+        own_dovecot: RestartableDovecot, smtp_sink, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = _own_env(own_dovecot, smtp_sink, tmp_path)
+    text = env.config_path.read_text().replace('folder = "INBOX"', 'folder = "INBOX"\nbatch_size = 10')
+    env.config_path.write_text(text)  # many small UID FETCHes, so the restart falls between two of them
+    senders = [f"backlog{i}@qq.example" for i in range(BACKLOG)]
+    append_many(own_dovecot, "feedback", [mails.plain(sender=s, subject=f"积压 {i}") for i, s in enumerate(senders)])
+    daemon = Daemon(env)
+    try:
+        mark = daemon.wait_for_line(READY)
+        daemon.wait_for_line(" new-case ", after=mark)  # the first group is committed; the fetch goes on
+        own_dovecot.halt()
+        mark = daemon.wait_for_line("IMAP connection failed or lost", after=mark)
+        own_dovecot.resume()
+        daemon.wait_for_line(READY, after=mark)
+        assert env.sink.wait_until(lambda got: len(got) >= BACKLOG, timeout=60), daemon.output[-3000:]
+    finally:
+        status = daemon.stop()
+    assert status == 0, daemon.output[-3000:]
+    before_restart = daemon.output.split("IMAP connection failed or lost", 1)[0]
+    assert 0 < before_restart.count(" new-case ") < BACKLOG  # the restart did fall inside the backlog
+    _each_once(env, senders)
+    # Every message is still on the server.  (Not every one flagged: keywords set just before the
+    # server was killed can be lost with its unsaved index; the flag is a courtesy, the cursor counts.)
+    client = own_dovecot.client("feedback")
+    try:
+        client.select_folder("INBOX", readonly=True)
+        assert len(client.search(["ALL"])) == BACKLOG
+    finally:
+        client.logout()
+
+
+def _uidvalidity(server, user: str, folder: str) -> int:  # type: ignore[no-untyped-def]
+    client = server.client(user)
+    try:
+        return int(client.select_folder(folder, readonly=True)[b"UIDVALIDITY"])
+    finally:
+        client.logout()
+
+
+def test_a_changed_uidvalidity_is_noticed_and_neither_skips_nor_duplicates(env: Env) -> None:
+    """The folder is deleted and made again: UIDs start at 1 under a new UIDVALIDITY, below the cursor."""
+    server, user = env.mailbox.server, env.mailbox.user
+    client = server.client(user)
+    client.create_folder("Feedback")
+    client.logout()
+    env.config_path.write_text(env.config_path.read_text().replace('folder = "INBOX"', 'folder = "Feedback"'))
+    old = [mails.plain(sender=f"old{i}@qq.example", subject=f"旧 {i}") for i in range(3)]
+    env.mailbox.append(*old, folder="Feedback")
+    first = env.cli("run", "--once")
+    assert first.returncode == 0, first.stderr
+    before = _uidvalidity(server, user, "Feedback")
+
+    client = server.client(user)
+    client.delete_folder("Feedback")
+    client.create_folder("Feedback")
+    client.logout()
+    if _uidvalidity(server, user, "Feedback") == before:  # made within the same second: force a new one
+        subprocess.run(["doveadm", "-c", str(server.conf), "mailbox", "update", "-u", user, "--uid-validity",
+                        str(before + 1), "Feedback"], check=True, capture_output=True)
+    assert _uidvalidity(server, user, "Feedback") != before
+    new = [mails.plain(sender=f"new{i}@qq.example", subject=f"新 {i}") for i in range(2)]
+    # UIDs 1..5 now, all at or below the old cursor (3) but the last two
+    env.mailbox.append(new[0], *old, new[1], folder="Feedback")
+    second = env.cli("-v", "run", "--once")
+    assert second.returncode == 0, second.stderr
+    assert "UIDVALIDITY" in second.stderr and "changed" in second.stderr
+    assert "2 new-case" in second.stdout and "3 duplicate" in second.stdout
+    _each_once(env, [f"old{i}@qq.example" for i in range(3)] + ["new0@qq.example", "new1@qq.example"])
+
+
+def test_a_full_attachment_disk_leaves_the_mail_on_the_server_until_space_returns(env: Env) -> None:
+    photo = bytes(range(256)) * 1024  # 256 KiB, on a 1 MiB disk that is full
+    senders = ["photo@qq.example", "after@qq.example"]
+    env.mailbox.append(mails.with_attachment(sender=senders[0], data=photo), mails.plain(sender=senders[1]))
+    with small_disk(env.tmp / "data", "1m") as data:
+        filler = fill(data)
+        refused = env.cli("run", "--once")
+        assert refused.returncode == 75, refused.stdout + refused.stderr
+        assert "no space left" in refused.stderr.lower() and str(data) in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert cases(env) == [] and env.sink.received == []
+        assert json.loads(env.cli("quarantine", "list", "--json").stdout) == []  # not the message's fault
+        client = env.mailbox.client()
+        client.select_folder("INBOX", readonly=True)
+        assert client.search(["KEYWORD", "$FeedbackdProcessed"]) == []  # nothing marked done
+        client.logout()
+        assert [p.name for p in (data).rglob("*") if p.is_file()] == ["filler"]  # no half-written file
+
+        daemon = Daemon(env)
+        try:
+            mark = daemon.wait_for_line(READY)
+            mark = daemon.wait_for_line("no space left", after=mark)
+            assert env.sink.received == []
+            filler.unlink()  # the admin makes room
+            assert env.sink.wait_until(lambda got: len(got) >= 2, timeout=30), daemon.output[-3000:]
+        finally:
+            status = daemon.stop()
+        assert status == 0, daemon.output[-3000:]
+        stored = [p for p in (data / "attachments").rglob("*") if p.is_file()]
+        assert [p.read_bytes() == photo for p in stored] == [True]
+    _each_once(env, senders)
+    client = env.mailbox.client()
+    client.select_folder("INBOX", readonly=True)
+    assert len(client.search(["KEYWORD", "$FeedbackdProcessed"])) == 2
+    client.logout()
+
+
+FLOOD = 2000
+
+
+def test_a_flood_from_many_senders_while_idle_and_the_outbox_keep_working(env: Env) -> None:
+    env.reconfigure(extra="[acknowledgement]\nglobal_rate_limit = 0\n")
+    daemon = Daemon(env)
+    senders = [f"flood{i}@{('qq', '163', 'gmail', 'outlook')[i % 4]}.example" for i in range(FLOOD)]
+    try:
+        mark = daemon.wait_for_line(READY)
+        deliver(env.mailbox.server, env.mailbox.user,
+                [mails.plain(sender=s, subject=f"反映 {i}", body=f"第 {i} 条意见。") for i, s in enumerate(senders)])
+        mark = daemon.wait_for_line(" new-case ", after=mark)  # IDLE told the daemon; intake is under way
+        env.mailbox.append(mails.plain(sender="during@qq.example", subject="洪水中的来信"))  # arrives mid-flood
+        daemon.wait_for_line(f"uid={FLOOD // 2} new-case", after=mark)
+        assert env.sink.received, "no acknowledgement went out while intake was halfway through the flood"
+        assert env.sink.wait_until(lambda got: len(got) >= FLOOD + 1, timeout=60), daemon.output[-3000:]
+    finally:
+        status = daemon.stop()
+    assert status == 0, daemon.output[-3000:]
+    _each_once(env, [*senders, "during@qq.example"], requesters=_requesters(env))
+
+
+@pytest.mark.parametrize(("naive", "threaded"), [(True, True), (True, False), (False, True)],
+                         ids=["naive-responder", "naive-unthreaded-responder", "rfc3834-responder"])
+def test_a_second_autoresponder_exchanges_a_bounded_number_of_mails_and_stops(env: Env, naive: bool,
+                                                                               threaded: bool) -> None:
+    from conftest import run_once
+
+    responder = AutoResponder(env.sink, env.mailbox.server, env.mailbox.user, naive=naive, threaded=threaded)
+    env.mailbox.append(mails.plain(sender="away@qq.example"))
+    rounds = 0
+    while rounds < 20:  # bounded: a loop that does not stop fails here, it does not hang
+        rounds += 1
+        run_once(env)
+        if responder.answer_new() == 0:
+            break
+    ours, theirs = len(env.sink.received), len(responder.sent)
+    assert rounds < 20, f"still answering after {rounds} rounds: {ours} sent, {theirs} received"
+    assert all(r == ["away@qq.example"] for r in (m.rcpt_tos for m in env.sink.received))
+    if threaded:  # its answer joins the case as a reply, and a reply is never acknowledged: 1 each way
+        assert (ours, theirs) == (1, 1)
+        assert len(cases(env)) == 1
+    else:  # nothing ties it to the case: only the per-sender budget (rate_limit 5 an hour) ends it
+        assert (ours, theirs) == (5, 5)
+        assert len(cases(env)) == 6  # its sixth answer is a case too, without an acknowledgement
