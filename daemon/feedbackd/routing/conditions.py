@@ -33,6 +33,7 @@ import opencc
 from feedbackd.mail.message import ParsedMessage
 from feedbackd.routing import model
 from feedbackd.routing.literals import fold, required_literals
+from feedbackd.staff.quotes import strip_text
 
 _HAN = "\u2e80-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 _HAN_GAP = re.compile(rf" (?<=[{_HAN}] )(?=[{_HAN}])")  # starts with a space: cheap to scan for
@@ -44,6 +45,10 @@ _COMMON_WIDE = tuple((c, unicodedata.normalize("NFKC", c)) for c in "，！？�
 # Sentence ends after normalisation (NFKC has made ！？； ASCII): 。 ! ? ; and a full stop before a
 # space, the end, or another full stop (so that 3.5 and example.com stay whole).
 _SENTENCE_END = re.compile(r"[。!?;]+|\.(?:\.+|(?= |$))")
+
+# Any of these in a body means it may hold a quote or a signature for ``own_text`` to drop.
+_QUOTE_MARKERS = ("\n>", "写道", "寫道", "wrote", "原始", "原件", "Original", "riginal", "发件人", "寄件",
+                  "From:", "转发", "轉寄", "orwarded", "-----", "_____", "\n-- ")
 
 # Headers that carry the address a message was delivered to, so aliases of one mailbox
 # (complaints@, suggestions@) can be told apart even when the citizen used Bcc.
@@ -84,6 +89,15 @@ def _tidy(text: str) -> str:
         return " ".join(text.split())
     text = " ".join(nfkc(text).split())  # str.split also splits at the ideographic space U+3000
     return _HAN_GAP.sub("", text) if " " in text else text
+
+
+def own_text(text: str) -> str:
+    """What the sender wrote: a reply's quoted history and signature dropped (``staff.quotes``), so a
+    reply that quotes our acknowledgement is not routed by its words.  The quote finder costs ~60 µs,
+    so it only runs when a quote marker is present; a text that is nothing but quotes stays whole."""
+    if not any(marker in text for marker in _QUOTE_MARKERS):
+        return text
+    return strip_text(text) or text
 
 
 def sentences(text: str) -> list[str]:
@@ -150,7 +164,7 @@ class MessageView:
         return self._text("subject", self.msg.subject)
 
     def body(self) -> Texts:
-        return self._text("body", self.msg.text)
+        return self._text("body", own_text(self.msg.text))
 
     def header(self, name: str) -> list[Texts]:
         key = name.lower()
