@@ -34,6 +34,7 @@ from sqlmodel import select as orm_select
 
 from feedbackd.config import OutboxSettings, SmtpSettings
 from feedbackd.holder import Holder
+from feedbackd.logmask import mask_addresses
 from feedbackd.mail.send import Envelope, SendResult, SmtpPool
 from feedbackd.store.db import session
 from feedbackd.store.models import OutboxItem, utcnow
@@ -271,11 +272,11 @@ class Outbox:
         if result.permanent or now - item.created_at >= self.settings.give_up_after:
             values = {"status": "failed"}
             report.failed += 1
-            log.warning("outbox %s failed for good after %d attempts: %s", item.id, attempts, error)
+            log.warning("outbox %s failed for good after %d attempts: %s", item.id, attempts, mask_addresses(error))
         else:
             values = {"status": "pending", "next_attempt_at": now + self.backoff(attempts)}
             report.retrying += 1
-            log.info("outbox %s will be retried (attempt %d): %s", item.id, attempts, error)
+            log.info("outbox %s will be retried (attempt %d): %s", item.id, attempts, mask_addresses(error))
         conn.execute(update(OUTBOX).where(OUTBOX.c.id == item.id).values(
             attempts=attempts, lease_until=None, last_error=error, **values))
 
@@ -292,7 +293,7 @@ class Outbox:
                                     .where(OUTBOX.c.next_attempt_at <= now).values(next_attempt_at=later)).rowcount
         if rest or deferred:
             log.info("outbox: the SMTP server is failing (%s); %d more mail(s) wait for the retry in %.0f s",
-                     results[0].error[:200] if results else "", len(rest) + deferred,
+                     mask_addresses(results[0].error[:200]) if results else "", len(rest) + deferred,
                      (later - now).total_seconds())
 
     def backoff(self, attempts: int) -> timedelta:

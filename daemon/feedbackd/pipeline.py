@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from feedbackd.cases import CaseNumbers
 from feedbackd.config import Settings
+from feedbackd.logmask import mask_addresses
 from feedbackd.mail import guard
 from feedbackd.mail.parse import ParseLimitError, ParseLimits, parse_message
 from feedbackd.routing import RuleSet
@@ -124,7 +125,7 @@ class Pipeline:
             outcomes = self._attempt(group, careful=True, replay=replay)
         for outcome in outcomes:
             log.info("uid=%s %s %s%s", outcome.uid, outcome.action, outcome.case_number or "-",
-                     f" ({outcome.detail})" if outcome.detail else "")
+                     f" ({mask_addresses(outcome.detail)})" if outcome.detail else "")
         return outcomes
 
     def _attempt(self, group: list[tuple[bytes, Cursor | None]], careful: bool, replay: bool) -> list[Outcome]:

@@ -11,6 +11,7 @@ import logging
 
 from sqlalchemy.engine import Connection
 
+from feedbackd.logmask import mask_addresses
 from feedbackd.mail.message import ParsedMessage
 from feedbackd.mail.parse import parse_message
 from feedbackd.store import records
@@ -28,7 +29,7 @@ def keep(conn: Connection, raw: bytes, digest: str, uid: int | None, stage: str,
         "mailbox_uid": uid, "raw_sha256": digest, "size": len(raw), "stage": stage,
         "reason": reason[:1000], "subject": head.subject[:300] if head else "",
         "sender": head.sender.addr if head and head.sender else ""})
-    log.warning("uid=%s quarantined as #%s at stage %s: %s", uid, item, stage, reason[:200])
+    log.warning("uid=%s quarantined as #%s at stage %s: %s", uid, item, stage, mask_addresses(reason[:200]))
     return head
 
 
