@@ -49,6 +49,9 @@ def test_the_daemon_routes_by_the_shipped_rules_and_explains_why(env_db: Env) ->
     assert "紧急/安全 urgent and safety" in shown.stdout and "rules.yaml:" in shown.stdout
     detail = json.loads(env.cli("cases", "show", got["a@qq.example"]["id"], "--json").stdout)
     assert detail["routing"]["hits"][-1]["rule"] == "紧急/安全 urgent and safety"
+    # each matched rule names what matched: the rule's own words, as written
+    assert detail["routing"]["hits"][-1]["matched"] == ["紧急", "燃气"]
+    assert "matched: 紧急, 燃气" in [line.strip() for line in shown.stdout.splitlines()]
     # the opinion kind chose the lighter acknowledgement
     acks = {a.rcpt_tos[0]: a for a in env.sink.wait_for(3)}
     opinion = acks["c@outlook.example"].message.get_body(("plain",)).get_content()
