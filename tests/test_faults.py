@@ -166,11 +166,13 @@ def test_the_daemon_answers_over_idle_survives_a_dropped_connection_and_stops_on
         assert len(env.sink.wait_for(1, timeout=15)) == 1
         first_latency = time.monotonic() - started
         mark = daemon.mark()
-        env.mailbox.kick()  # the server drops the daemon's connection
+        env.mailbox.kick()  # the server drops the daemon's connection in the middle of IDLE
         mark = daemon.wait_for_line("reconnecting", after=mark)
-        daemon.wait_for_line(READY, after=mark)
-        env.mailbox.append(mails.english())
+        env.mailbox.append(mails.english())  # arrives while the daemon is away
+        mark = daemon.wait_for_line(READY, after=mark)
         assert len(env.sink.wait_for(2, timeout=30)) == 2
+        env.mailbox.append(mails.html_only())  # and IDLE works again after the reconnection
+        assert len(env.sink.wait_for(3, timeout=30)) == 3
     finally:
         status = daemon.stop(timeout=20)
     output = daemon.output
@@ -179,7 +181,7 @@ def test_the_daemon_answers_over_idle_survives_a_dropped_connection_and_stops_on
     assert first_latency < 10
     # INFO logs carry no addresses or message text
     assert "zhang.san@qq.example" not in output and "路灯" not in output
-    assert len(cases(env)) == 2
+    assert len(cases(env)) == 3
 
 
 def test_the_daemon_polls_when_idle_is_off(env: Env) -> None:
