@@ -111,7 +111,7 @@ def count_matrix(texts: Sequence[str]) -> Any:
 
 def _idf(counts: Any) -> np.ndarray:
     """Smoothed inverse document frequency per bucket (as scikit-learn's ``TfidfTransformer``)."""
-    df = np.bincount(counts.indices, minlength=BUCKETS)
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
     idf: np.ndarray = np.log((1 + counts.shape[0]) / (1 + df)) + 1.0
     return idf
 
