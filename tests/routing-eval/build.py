@@ -1,7 +1,10 @@
 """Build the routing evaluation set: ``source/*.yaml`` (hand-written mails and labels) → ``NNNN.eml``
 and ``labels.yaml`` in this folder.
 
-Run from the repository root:  .venv/bin/python tests/routing-eval/build.py [--out DIR]
+Run from the repository root:  .venv/bin/python tests/routing-eval/build.py [--out DIR] [--source DIR]
+
+``--source DIR`` builds another set from ``DIR/*.yaml`` (into ``DIR/..`` unless ``--out`` says
+otherwise): the held-out set is ``--source tests/routing-eval/holdout/source``.
 
 The output is deterministic (dates, Message-IDs and client choices come from each mail's number),
 so rebuilding after adding mails changes only the new files.  Each mail is shaped like the client
@@ -293,10 +296,10 @@ def label_line(entry: dict) -> str:
     return f"{int(entry['n']):04d}.eml: {{{fields}}}"
 
 
-def load() -> list[dict]:
+def load(source: Path = HERE / "source") -> list[dict]:
     yaml = YAML(typ="safe")  # the C loader when it is there
     entries: list[dict] = []
-    for path in sorted((HERE / "source").glob("*.yaml")):
+    for path in sorted(source.glob("*.yaml")):
         entries.extend(yaml.load(path.read_text(encoding="utf-8")) or [])
     numbers = [int(e["n"]) for e in entries]
     if len(numbers) != len(set(numbers)):
@@ -304,9 +307,9 @@ def load() -> list[dict]:
     return sorted(entries, key=lambda e: int(e["n"]))
 
 
-def write(out: Path) -> int:
+def write(out: Path, source: Path = HERE / "source") -> int:
     """Write every mail and ``labels.yaml`` into ``out``, removing ``.eml`` files no source names."""
-    entries = load()
+    entries = load(source)
     keep = set()
     for entry in entries:
         name, data = build(entry)
@@ -322,8 +325,9 @@ def write(out: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else HERE
-    count = write(out)
+    source = Path(argv[argv.index("--source") + 1]) if "--source" in argv else HERE / "source"
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else source.resolve().parent
+    count = write(out, source)
     print(f"{count} mails written to {out}", file=sys.stderr)
     return 0
 
