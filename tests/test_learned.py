@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import stat
 import zipfile
 from collections import Counter
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ruamel.yaml import YAML
 from sqlalchemy import insert
 from sqlmodel import select
 
@@ -25,6 +27,7 @@ from conftest import REPO, Env, run_once
 from feedbackd.cases import CaseNumbers
 from feedbackd.mail.parse import parse_message
 from feedbackd.routing import learned, load_ruleset
+from feedbackd.routing.evaluation import load_labelled
 from feedbackd.routing.learned import Example, LearnedRouter, Suggestion
 from feedbackd.staff.commands import Command
 from feedbackd.staff.loop import act
@@ -60,13 +63,19 @@ def texts(pairs: list[tuple[str, str]]) -> list[str]:
 
 
 def test_training_and_cross_validation_on_the_labelled_set(tmp_path: Path) -> None:
-    examples = learned.labelled_examples(EVAL_SET)
-    cv = learned.cross_validate(examples)
+    items = load_labelled(EVAL_SET)
+    examples = learned.examples_of(items)
+    cv = learned.eval_report(items, RULES, 0.7)
     assert cv["cases"] == len(examples) >= 300 and cv["folds"] == 5
     # eight departments and two kinds: far above chance (1/8 and the majority kind's share)
     assert cv["department_accuracy"] > 0.6
     majority = max(learned.label_counts(examples, "kind").values()) / len(examples)
     assert cv["kind_accuracy"] > majority
+    # the rules alone beside the rules with learned = "route": the model only fills in for the defaults
+    route = cv["route"]
+    assert set(route) == {"min_confidence", "routed_by_model", "rules", "rules_with_route"}
+    assert route["routed_by_model"] <= sum(not any("department" in h.changes for h in RULES.evaluate(i.message).hits)
+                                           for i in items)
     model = learned.train(examples)
     path = tmp_path / "data" / learned.MODEL_FILE
     learned.save(model, path)
@@ -160,6 +169,10 @@ def test_route_takes_the_department_only_where_no_rule_set_it() -> None:
     assert (partly.department, partly.kind) == (unrouted.department, "opinion")
     assert any("below learned_min_confidence 0.70" in line for line in info["explanation"])
 
+    agrees, info = learned.apply(unrouted, Suggestion("general", 0.9, "problem", 0.9), "route", 0.7, RULES)
+    assert agrees == unrouted and info["applied"] == []
+    assert "department general: the learned model agrees (confidence 0.90)" in info["explanation"]
+
     suggested, info = learned.apply(unrouted, sure, "suggest", 0.7, RULES)
     assert suggested == unrouted
     assert info | {"explanation": None} == {"mode": "suggest", "department": "safety", "department_confidence": 0.9,
@@ -219,9 +232,17 @@ def test_the_three_modes_on_the_daemon(env: Env) -> None:
     finally:
         engine.dispose()
 
-    learn = env.cli("rules", "learn", "--json")
+    labelled = env.tmp / "labelled"  # a small labelled folder for --eval, a .yaml beside each mail
+    labelled.mkdir()
+    labels = YAML(typ="safe").load((EVAL_SET / "labels.yaml").read_text(encoding="utf-8"))
+    for name in sorted(labels)[:15]:
+        shutil.copy(EVAL_SET / name, labelled / name)
+        (labelled / name).with_suffix(".yaml").write_text(json.dumps(labels[name]), encoding="utf-8")
+    learn = env.cli("rules", "learn", "--json", "--eval", str(labelled))
     assert learn.returncode == 0, learn.stderr
     report = json.loads(learn.stdout)
+    assert report["eval"]["cases"] == 15 and report["eval"]["dir"] == str(labelled)
+    assert "department_accuracy" in report["eval"] and "route" in report["eval"]
     assert report["cases"] == len(LIBRARY) + len(ROUTED) + 2
     finally_in = Counter(c["department"] for c in _cases(env).values())
     assert report["counts"]["department"] == dict(finally_in)  # the departments the cases ended in

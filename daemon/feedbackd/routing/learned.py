@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from feedbackd.config import Settings
     from feedbackd.mail.message import ParsedMessage
+    from feedbackd.routing.evaluation import Labelled
     from feedbackd.routing.ruleset import RuleSet
 
 log = logging.getLogger(__name__)
@@ -171,11 +172,11 @@ class Head:
         i = int(probs.argmax())
         return self.labels[i], float(probs[i])
 
-    def predict(self, rows: Any) -> np.ndarray:
-        """The label for each row of a weighted matrix over the same columns."""
+    def predict(self, rows: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The label and its probability for each row of a weighted matrix over the same columns."""
         probs = self.probabilities(np.asarray(rows @ self.coef.T) + self.intercept)
-        found: np.ndarray = np.array(self.labels)[probs.argmax(axis=-1)]
-        return found
+        best = probs.argmax(axis=-1)
+        return np.array(self.labels)[best], probs[np.arange(len(best)), best]
 
 
 @dataclass(frozen=True)
@@ -258,20 +259,34 @@ def label_counts(examples: Iterable[Example], name: str) -> dict[str, int]:
 
 
 def cross_validate(examples: Sequence[Example], folds: int = FOLDS, seed: int = 0) -> dict[str, Any]:
-    """Accuracy of each field predicted for every example by a model trained on the other folds.
+    """Accuracy of each field predicted for every example by a model trained on the other folds."""
+    return accuracy(examples, cv_predictions(examples, folds, seed), folds)
+
+
+def accuracy(examples: Sequence[Example], predictions: dict[str, Predictions | None], folds: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"folds": folds, "cases": len(examples)}
+    for name in FIELDS:
+        found = predictions[name]
+        right = None if found is None else sum(label == e.get(name) for (label, _), e in zip(found, examples,
+                                                                                             strict=True))
+        result[f"{name}_accuracy"] = None if right is None else round(right / len(examples), 4)
+    return result
+
+
+Predictions = list[tuple[str, float]]  # (label, confidence) per example
+
+
+def cv_predictions(examples: Sequence[Example], folds: int = FOLDS, seed: int = 0) -> dict[str, Predictions | None]:
+    """Each field of every example as predicted by a model trained on the other folds (vectorised once).
 
     Stratified when every label has at least ``folds`` examples; ``None`` for a field whose
     labels are too few to split (fewer than two in a training fold).
     """
     counts = count_matrix([e.text for e in examples])
-    result: dict[str, Any] = {"folds": folds, "cases": len(examples)}
-    for name in FIELDS:
-        labels = np.array([e.get(name) for e in examples])
-        result[f"{name}_accuracy"] = _cv_accuracy(counts, labels, folds, seed)
-    return result
+    return {name: _cv_field(counts, np.array([e.get(name) for e in examples]), folds, seed) for name in FIELDS}
 
 
-def _cv_accuracy(counts: Any, labels: np.ndarray, folds: int, seed: int) -> float | None:
+def _cv_field(counts: Any, labels: np.ndarray, folds: int, seed: int) -> Predictions | None:
     from sklearn.model_selection import KFold, StratifiedKFold
 
     if len(labels) < folds or len(set(labels)) < 2:
@@ -279,15 +294,38 @@ def _cv_accuracy(counts: Any, labels: np.ndarray, folds: int, seed: int) -> floa
     smallest = min(Counter(labels).values())
     splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if smallest >= folds
                 else KFold(folds, shuffle=True, random_state=seed))
-    right = 0
+    found: list[tuple[str, float]] = [("", 0.0)] * len(labels)
     for train_rows, test_rows in splitter.split(counts, labels):
         if len(set(labels[train_rows])) < 2:
             return None
         columns = np.unique(counts[train_rows].indices)
         idf, head = _fit(counts[train_rows][:, columns], labels[train_rows])
-        predicted = head.predict(_weigh(counts[test_rows][:, columns], idf))
-        right += int((predicted == labels[test_rows]).sum())
-    return round(right / len(labels), 4)
+        predicted, confidence = head.predict(_weigh(counts[test_rows][:, columns], idf))
+        for row, label, conf in zip(test_rows, predicted, confidence, strict=True):
+            found[row] = (str(label), float(conf))
+    return found
+
+
+def route_figures(items: Sequence[Labelled], predictions: dict[str, Predictions | None], ruleset: RuleSet,
+                  min_confidence: float) -> dict[str, Any] | None:
+    """The rules alone against the rules with ``learned = "route"`` (cross-validated suggestions) on a
+    labelled folder: department and kind accuracy, and how many mails the model routed."""
+    departments, kinds = predictions["department"], predictions["kind"]
+    if departments is None or kinds is None:
+        return None
+    right = Counter[str]()
+    routed = 0
+    for item, (department, dconf), (kind, kconf) in zip(items, departments, kinds, strict=True):
+        by_rules = ruleset.evaluate(item.message)
+        by_both, info = apply(by_rules, Suggestion(department, dconf, kind, kconf), "route", min_confidence, ruleset)
+        routed += bool(info["applied"])
+        for name in FIELDS:
+            right[f"rules_{name}"] += getattr(by_rules, name) == item.label.get(name)
+            right[f"route_{name}"] += getattr(by_both, name) == item.label.get(name)
+    n = len(items)
+    return {"min_confidence": min_confidence, "routed_by_model": routed,
+            "rules": {f"{name}_accuracy": round(right[f"rules_{name}"] / n, 4) for name in FIELDS},
+            "rules_with_route": {f"{name}_accuracy": round(right[f"route_{name}"] / n, 4) for name in FIELDS}}
 
 
 # -- the file -------------------------------------------------------------------------------------
@@ -379,8 +417,12 @@ def labelled_examples(directory: Path) -> list[Example]:
     """The hand-labelled evaluation folder (``rules eval``'s) as examples."""
     from feedbackd.routing.evaluation import load_labelled
 
+    return examples_of(load_labelled(directory))
+
+
+def examples_of(items: Iterable[Labelled]) -> list[Example]:
     return [Example(model_text(item.message.subject, item.message.text), item.label.department, item.label.kind)
-            for item in load_labelled(directory)]
+            for item in items]
 
 
 # -- the daemon's side ----------------------------------------------------------------------------
@@ -432,6 +474,8 @@ def _route(decision: Decision, suggestion: Suggestion, min_confidence: float,
             reasons.append(f"{name} set by a rule, kept")
         elif value not in known:
             reasons.append(f"{name} {value} is not in the rules, ignored")
+        elif value == getattr(decision, name):
+            reasons.append(f"{name} {value}: the learned model agrees (confidence {confidence:.2f})")
         elif confidence < min_confidence:
             reasons.append(f"{name} confidence {confidence:.2f} below learned_min_confidence "
                            f"{min_confidence:.2f}: defaults kept")
@@ -520,7 +564,8 @@ def router_for(settings: Settings) -> LearnedRouter | None:
 
 def learn_command(settings: Settings, out: TextIO, *, as_json: bool = False, eval_dir: Path | None = None) -> int:
     """Train on the desk's cases, save, and report counts and cross-validated accuracy."""
-    from feedbackd.routing.evaluation import LabelError
+    from feedbackd.routing.evaluation import LabelError, load_labelled
+    from feedbackd.routing.loader import RulesError, load_ruleset
     from feedbackd.store.db import connect
 
     engine = connect(settings.database.url, readonly=True)
@@ -532,22 +577,31 @@ def learn_command(settings: Settings, out: TextIO, *, as_json: bool = False, eva
         started = time.perf_counter()
         model = train(examples)
         seconds = time.perf_counter() - started
-        labelled = labelled_examples(eval_dir) if eval_dir is not None else None
-    except (ModelError, LabelError) as exc:
+        labelled = load_labelled(eval_dir) if eval_dir is not None else None
+        ruleset = load_ruleset(settings.paths.rules) if eval_dir is not None else None
+    except (ModelError, LabelError, RulesError) as exc:
         print(f"feedbackd: {exc}", file=sys.stderr)
         return 1
     path = model_path(settings)
     save(model, path)
     report = {"model": str(path), **model.meta, "training_seconds": round(seconds, 2),
               "cross_validation": cross_validate(examples)}
-    if labelled is not None:
-        report["eval"] = {"dir": str(eval_dir), **cross_validate(labelled)}
+    if labelled is not None and ruleset is not None:
+        report["eval"] = eval_report(labelled, ruleset, settings.routing.learned_min_confidence)
+        report["eval"]["dir"] = str(eval_dir)
     if as_json:
         json.dump(report, out, ensure_ascii=False, indent=2)
         out.write("\n")
     else:
         _print_report(report, out)
     return 0
+
+
+def eval_report(items: list[Labelled], ruleset: RuleSet, min_confidence: float) -> dict[str, Any]:
+    examples = examples_of(items)
+    predictions = cv_predictions(examples)
+    return {**accuracy(examples, predictions, FOLDS),
+            "route": route_figures(items, predictions, ruleset, min_confidence)}
 
 
 def _percent(value: float | None) -> str:
@@ -566,3 +620,10 @@ def _print_report(report: dict[str, Any], out: TextIO) -> None:
     for title, cv in sets:
         print(f"{cv['folds']}-fold cross-validated accuracy on {title}: department "
               f"{_percent(cv['department_accuracy'])}, kind {_percent(cv['kind_accuracy'])}", file=out)
+    route = report.get("eval", {}).get("route")
+    if route:
+        rules, both = route["rules"], route["rules_with_route"]
+        print(f"on the labelled set, the rules alone: department {_percent(rules['department_accuracy'])}, kind "
+              f"{_percent(rules['kind_accuracy'])}; with learned = \"route\" (cross-validated, confidence "
+              f"{route['min_confidence']:.2f} or above): department {_percent(both['department_accuracy'])}, kind "
+              f"{_percent(both['kind_accuracy'])}, {route['routed_by_model']} mail(s) routed by the model", file=out)
