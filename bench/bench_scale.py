@@ -2,9 +2,11 @@
 
 Fills a database (a SQLite file, and a fresh PostgreSQL database at 127.0.0.1:5432 that the script
 creates and drops) with ``--cases`` cases spread over the year before now: kinds, departments,
-priorities, tags, statuses (closed with closed_at, resolved with resolved_at, open, waiting), one or
-two messages per case (the citizen's mail, staff's answer), status/reopened events and satisfaction
-answers.  Rows go in by bulk Core inserts (SQLite) or COPY (PostgreSQL), not through the pipeline.
+priorities, tags, statuses (closed with closed_at, resolved with resolved_at, open, waiting), one to
+three messages per case (the citizen's mail, staff's answer, the result), status/reopened events and
+satisfaction answers, and on the case the milestones the daemon notes as those are written
+(first_answered_at, first_resolved_at, reopened, the two durations in hours).  Rows go in by bulk
+Core inserts (SQLite) or COPY (PostgreSQL), not through the pipeline.
 
 The open cases look as a running daemon leaves them: the notices due up to 15 minutes before the
 measured pass are in ``case_notice`` (as if the daemon had been down for those 15 minutes), and
@@ -44,7 +46,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 
 from feedbackd.store.db import connect  # noqa: E402
 from feedbackd.store.models import CaseNotice, JobRun  # noqa: E402
-from feedbackd.store.records import CASES, EVENTS, MESSAGES  # noqa: E402
+from feedbackd.store.records import ANSWER_KINDS, CASES, EVENTS, MESSAGES  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 CHUNK = 20_000
@@ -165,12 +167,15 @@ def _case(rng: random.Random, case_id: int, created: datetime, now: datetime, de
             "in_reply_to": None, "references": [], "from_addr": sender, "from_name": "",
             "to_addrs": [], "cc_addrs": [], "subject": msubject, "date": at, "received_at": at,
             "text": "您好，反映的问题如下。" * 8, "raw_sha256": None, "mailbox_uid": None, "defects": []})
+    answered_at = min((at for d, k, at, _, _ in messages if d == "out" and k in ANSWER_KINDS), default=None)
     events: list[tuple[datetime, str, dict[str, Any], str]] = [
         (created, "created", {"how": "new"}, "citizen")]
+    reopened = 0
     if resolved is not None:
         events.append((resolved, "status", {"from": "in-progress", "to": "resolved"}, assignee or "admin"))
         if rng.random() < 0.03:
             events.append((resolved + timedelta(hours=5), "reopened", {"from": "resolved"}, "citizen"))
+            reopened = 1
     if closed is not None:
         events.append((closed, "status", {"from": "resolved", "to": "closed", "reason": "auto-close"}, "system"))
     for at, ekind, detail, actor in events:
@@ -184,9 +189,16 @@ def _case(rng: random.Random, case_id: int, created: datetime, now: datetime, de
         "first_response_due": first_due, "resolution_due": resolution_due, "message_count": len(messages),
         "created_at": created, "updated_at": max(created, resolved or created, closed or created),
         "resolved_at": resolved, "awaiting_satisfaction": False, "satisfaction": satisfaction, "linked_case": None,
-        "paused_at": paused, "closed_at": closed, "purged_at": None})
+        "paused_at": paused, "closed_at": closed, "purged_at": None,
+        # The milestones store.records notes on the case as the messages and events above are written.
+        "first_answered_at": answered_at, "first_resolved_at": resolved, "reopened": reopened,
+        "first_response_hours": _hours(created, answered_at), "resolution_hours": _hours(created, resolved)})
     if status in ("new", "open", "in-progress"):
         _sent_before(rng, batch.cases[-1], answered if answered <= now else None, now - OUTAGE, counter, batch)
+
+
+def _hours(start: datetime, end: datetime | None) -> float | None:
+    return None if end is None else (end - start).total_seconds() / 3600.0
 
 
 def _sent_before(rng: random.Random, case: dict[str, Any], answered_at: datetime | None, until: datetime,

@@ -1,7 +1,8 @@
 """``feedbackd report`` and the weekly report mail against a fixture whose figures are computed by hand.
 
-Cases, messages, events and satisfaction are inserted directly with known times, relative to ``B``,
-a local Monday some weeks ago; the period is that week, the previous one the week before.
+Cases, messages, events and satisfaction are inserted with known times, relative to ``B``, a local
+Monday some weeks ago, through ``store.records`` (which notes the report's milestones on the case as
+the daemon does); the period is that week, the previous one the week before.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from conftest import REPO
@@ -65,9 +66,8 @@ class Fixture:
                                           "dedupe_key": f"k{self.n}", "received_at": h(at), "date": h(at)})
 
     def event(self, case_id: int, at: float, kind: str, **detail: Any) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(records.EVENTS), {"case_id": case_id, "at": h(at), "kind": kind, "detail": detail,
-                                                  "actor": "staff@city.example"})
+        with self.engine.begin() as conn:  # the way every event is written: milestones noted on the case
+            records.add_events_by(conn, case_id, [(kind, detail, "staff@city.example")], h(at))
 
 
 def fill(engine: Engine) -> None:
@@ -249,3 +249,65 @@ def test_weekly_volumes_count_each_kind_per_week() -> None:
         volumes = report.weekly_volumes(conn, h(168))
     # Weeks oldest first: the last is the fixture's period, the one before holds c7 (B-24h), the third c9 (B-200h).
     assert volumes == {"opinion": [0] * 7 + [1], "problem": [0] * 5 + [1, 1, 5]}
+
+
+# -- the milestones the report reads, written where they happen ------------------------------------
+
+
+def test_the_milestones_on_the_case_are_written_where_they_happen(tmp_path: Path, db_url: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A case through intake, the admin's shell, the citizen reopening it and auto-close: its first
+    answer, first resolution and reopen count on the case are what its messages and events say."""
+    import logging
+
+    import mails
+    from feedbackd import config as config_mod
+    from feedbackd.jobs import notices
+    from feedbackd.pipeline import Pipeline
+    from feedbackd.routing import RulesWatcher
+
+    path = tmp_path / "feedbackd.toml"
+    path.write_text(f"""[mailbox]\naddress = "feedback@city.example"\nname = "市民反馈中心"\n
+[imap]\nhost = "127.0.0.1"\nusername = "feedback"\n[smtp]\nhost = "127.0.0.1"\nsecurity = "none"\n
+[database]\nurl = "{db_url}"\n[paths]\nrules = "{REPO / 'rules'}"
+templates = "{REPO / 'templates'}"\ndata = "{tmp_path / 'data'}"\n""", encoding="utf-8")
+    settings = config_mod.load(str(path))
+    engine = connect(db_url)
+    pipeline = Pipeline(settings, engine, RulesWatcher(settings.paths.rules, logging.getLogger()).current)
+    number = pipeline.process(mails.plain()).case_number
+    assert number is not None
+
+    def admin(*args: str) -> None:
+        assert main(["--config", str(path), "cases", *args]) == 0, capsys.readouterr().err
+
+    admin("note", number, "--text", "已电话联系市民")  # internal: no answer
+    assert milestones(engine) == (None, None, 0)  # an acknowledgement is no answer either
+    admin("reply", number, "--text", "维修人员明天上午到场。")
+    admin("resolve", number, "--text", "路灯已修复。")
+    reply = pipeline.process(mails.plain(subject=f"Re: [{number}] 小区路灯不亮", body="晚上还是不亮。"))
+    assert reply.action == "joined"
+    admin("resolve", number, "--text", "已更换灯泡。")
+    later = utcnow() + timedelta(days=8)
+    ctx = make_context(engine, settings, later, lambda: load_ruleset(settings.paths.rules))
+    assert notices.auto_close(ctx) == {"closed": 1}
+
+    answered, resolved, reopened = milestones(engine)
+    with engine.connect() as conn:
+        mail = conn.execute(select(records.MESSAGES.c.kind, records.MESSAGES.c.received_at)
+                            .where(records.MESSAGES.c.direction == "out")
+                            .order_by(records.MESSAGES.c.id)).all()
+        events = conn.execute(select(records.EVENTS.c.kind, records.EVENTS.c.detail, records.EVENTS.c.at)
+                              .order_by(records.EVENTS.c.id)).all()
+    engine.dispose()
+    assert [kind for kind, _ in mail] == ["acknowledgement", "progress", "result", "result"]
+    assert answered == mail[1][1]
+    done = [at for kind, detail, at in events if kind == "status" and detail["to"] in ("resolved", "closed")]
+    assert len(done) == 3 and done[-1] == later  # the second resolution and auto-close leave the first
+    assert resolved == done[0]
+    assert reopened == 1 == sum(kind == "reopened" for kind, _, _ in events)
+
+
+def milestones(engine: Engine) -> tuple[Any, ...]:
+    c = records.CASES.c
+    with engine.connect() as conn:
+        return tuple(conn.execute(select(c.first_answered_at, c.first_resolved_at, c.reopened)).one())

@@ -33,13 +33,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from feedbackd.jobs.notice_mail import NoticeMail
 from feedbackd.routing import RuleSet
 from feedbackd.store import records
-from feedbackd.store.records import CASES, EVENTS, MESSAGES
+from feedbackd.store.records import CASES, MESSAGES
 
 if TYPE_CHECKING:
     from feedbackd.jobs.base import JobContext
@@ -61,8 +61,9 @@ def claim_notice(conn: Connection, case_id: int, kind: str, key: str, at: dateti
 
 
 def add_event(conn: Connection, case_id: int, kind: str, detail: dict[str, Any], at: datetime) -> None:
-    """An event by "system" at the pass's time (the one clock), not the wall clock's."""
-    conn.execute(insert(EVENTS), {"case_id": case_id, "at": at, "kind": kind, "detail": detail, "actor": "system"})
+    """An event by "system" at the pass's time (the one clock), not the wall clock's (auto-close's
+    status change is noted on the case as a resolution, like every event)."""
+    records.add_events_by(conn, case_id, [(kind, detail, "system")], at)
 
 
 def once(ctx: JobContext, case: RowMapping, kind: str, key: str, event: tuple[str, dict[str, Any]],

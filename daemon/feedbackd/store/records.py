@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Float, Table, bindparam, case, cast, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from feedbackd.store.models import (
@@ -68,6 +68,8 @@ _CASES_OF_IDS = (select(MESSAGES.c.message_id, MESSAGES.c.case_id)
 _PARTICIPANT = select(PARTICIPANTS.c.id).where(PARTICIPANTS.c.case_id == bindparam("case_id"),
                                                PARTICIPANTS.c.address == bindparam("address"))
 AUTOMATIC_PURPOSES = ("acknowledgement", "quarantine-notice")  # mail no person wrote (rate-limited)
+ANSWER_KINDS = ("progress", "result")  # outgoing message kinds by which staff answered the citizen
+DONE = ("resolved", "closed")
 _ANSWERS_SINCE = (select(func.count()).select_from(OUTBOX)
                   .where(OUTBOX.c.purpose.in_(AUTOMATIC_PURPOSES),
                          OUTBOX.c.recipient_key == bindparam("recipient_key"),
@@ -176,9 +178,12 @@ def add_participants(conn: Connection, case_id: int, addresses: Iterable[str], r
 
 
 def insert_message(conn: Connection, values: Mapping[str, Any]) -> int:
-    now = utcnow()
-    return _insert(conn, MESSAGES, {"received_at": now, "defects": [], "references": [], "cc_addrs": [],
-                                    "to_addrs": [], **values})
+    """Store one message; staff's first answer to the citizen is also noted on its case (``note_answered``)."""
+    row = {"received_at": utcnow(), "defects": [], "references": [], "cc_addrs": [], "to_addrs": [], **values}
+    message_row = _insert(conn, MESSAGES, row)
+    if row["case_id"] is not None and row["direction"] == "out" and row.get("kind") in ANSWER_KINDS:
+        note_answered(conn, int(row["case_id"]), row["received_at"])
+    return message_row
 
 
 def add_attachments(conn: Connection, message_row: int, attachments: Iterable[Mapping[str, Any]]) -> None:
@@ -193,13 +198,73 @@ def add_events(conn: Connection, case_id: int, events: Iterable[tuple[str, dict[
     add_events_by(conn, case_id, ((kind, detail, actor) for kind, detail in events))
 
 
-def add_events_by(conn: Connection, case_id: int, events: Iterable[tuple[str, dict[str, Any], str]]) -> None:
-    """Events by several actors in one insert: (kind, detail, actor)."""
-    now = utcnow()
-    rows = [{"case_id": case_id, "at": now, "kind": kind, "detail": detail, "actor": actor}
-            for kind, detail, actor in events]
-    if rows:
-        conn.execute(insert(EVENTS), rows)
+def add_events_by(conn: Connection, case_id: int, events: Iterable[tuple[str, dict[str, Any], str]],
+                  at: datetime | None = None) -> None:
+    """Events by several actors in one insert: (kind, detail, actor), at ``at`` (default: now).
+
+    A resolution or a reopening among them is also noted on the case (``note_milestones``)."""
+    at = at or utcnow()
+    events = list(events)
+    if events:
+        conn.execute(insert(EVENTS), [{"case_id": case_id, "at": at, "kind": kind, "detail": detail, "actor": actor}
+                                      for kind, detail, actor in events])
+        note_milestones(conn, case_id, [(kind, detail) for kind, detail, _ in events], at)
+
+
+# -- the report's milestones on the case (revision 0006) ----------------------------------------------
+#
+# The report reads when a case was first answered and first resolved, and whether it was reopened,
+# from the case row alone (jobs/report.py).  They are written here, in the transaction of the message
+# or event that makes them, and nowhere else: every outgoing message and every event goes through
+# insert_message and add_events_by.  "First" is the earliest time, whatever order the rows arrive in.
+
+
+def is_resolution(kind: str, detail: Mapping[str, Any]) -> bool:
+    """A status change to resolved or closed (also a case closed without being resolved)."""
+    return kind == "status" and detail.get("to") in DONE
+
+
+def is_reopening(kind: str, detail: Mapping[str, Any]) -> bool:
+    """A citizen's reply that reopened the case, or a status change from resolved/closed back to open."""
+    return kind == "reopened" or (kind == "status" and detail.get("to") == "open" and detail.get("from") in DONE)
+
+
+def note_answered(conn: Connection, case_id: int, at: datetime) -> None:
+    """Staff answered the citizen (an outgoing progress or result mail) at ``at``."""
+    c = CASES.c
+    conn.execute(update(CASES).where(CASES.c.id == case_id)
+                 .values(_earlier(conn, c.first_answered_at, c.first_response_hours, at)))
+
+
+def note_milestones(conn: Connection, case_id: int, events: Iterable[tuple[str, Mapping[str, Any]]],
+                    at: datetime) -> None:
+    """The case's first resolution and reopen count after ``events`` (kind, detail) at ``at``; one UPDATE
+    when any of them is a resolution or a reopening, none otherwise."""
+    events = list(events)
+    values: dict[Any, Any] = {}
+    if any(is_resolution(kind, detail) for kind, detail in events):
+        values.update(_earlier(conn, CASES.c.first_resolved_at, CASES.c.resolution_hours, at))
+    reopenings = sum(1 for kind, detail in events if is_reopening(kind, detail))
+    if reopenings:
+        values[CASES.c.reopened] = CASES.c.reopened + reopenings
+    if values:
+        conn.execute(update(CASES).where(CASES.c.id == case_id).values(values))
+
+
+def _earlier(conn: Connection, moment: Any, hours: Any, at: datetime) -> dict[Any, ColumnElement[Any]]:
+    """``moment`` becomes ``at`` if it is unset or later (SQLite's min() and PostgreSQL's LEAST differ),
+    and ``hours`` the hours from created_at to it; both SET expressions read the row's old values."""
+    value = bindparam(None, at, type_=moment.type)
+    sooner = or_(moment.is_(None), moment > value)
+    return {moment: case((sooner, value), else_=moment),
+            hours: case((sooner, hours_between(conn.dialect.name, CASES.c.created_at, value)), else_=hours)}
+
+
+def hours_between(dialect: str, start: ColumnElement[Any], end: ColumnElement[Any]) -> ColumnElement[Any]:
+    """Elapsed hours from ``start`` to ``end`` in the database (the report's durations)."""
+    if dialect == "postgresql":
+        return cast(func.extract("epoch", end - start), Float) / 3600.0
+    return (func.julianday(end) - func.julianday(start)) * 24.0
 
 
 def queue_mail(conn: Connection, values: Mapping[str, Any]) -> int:
