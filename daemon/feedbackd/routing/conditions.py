@@ -164,7 +164,10 @@ class MessageView:
         return self._text("subject", self.msg.subject)
 
     def body(self) -> Texts:
-        return self._text("body", own_text(self.msg.text))
+        found = self._texts.get("body")
+        if found is None:
+            found = self._texts["body"] = Texts(own_text(self.msg.text))
+        return found
 
     def header(self, name: str) -> list[Texts]:
         key = name.lower()

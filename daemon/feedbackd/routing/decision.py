@@ -7,6 +7,7 @@ A ``Decision`` is pure data: the engine returns it and does nothing else.  The c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -14,17 +15,41 @@ from typing import Any
 KIND_LABELS = {"problem": "问题反馈 problem", "opinion": "反映 opinion"}
 
 
-@dataclass(frozen=True, slots=True)
 class RuleHit:
     """One rule that matched: where it is written, what it changed (field → new value), and what
     matched (the rule's words found in the message, or its test: ``header Precedence: bulk``).
-    Decisions stored before ``matched`` existed load with an empty list."""
 
-    rule: str
-    file: str
-    line: int
-    changes: dict[str, object]
-    matched: list[str] = field(default_factory=list)
+    ``matched`` may be given as a function: the engine passes one, so the words are only looked for
+    when someone reads them (storing or showing the decision), not on every evaluation.  Decisions
+    stored before ``matched`` existed load with an empty list.
+    """
+
+    __slots__ = ("_explain", "_matched", "changes", "file", "line", "rule")
+
+    def __init__(self, rule: str, file: str, line: int, changes: dict[str, object],
+                 matched: list[str] | Callable[[], list[str]] | None = None) -> None:
+        self.rule, self.file, self.line, self.changes = rule, file, line, changes
+        self._matched: list[str] | None = matched if isinstance(matched, list) else None
+        self._explain = matched if callable(matched) else None
+        if matched is None:
+            self._matched = []
+
+    @property
+    def matched(self) -> list[str]:
+        if self._matched is None:
+            assert self._explain is not None
+            self._matched, self._explain = self._explain(), None
+        return self._matched
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RuleHit):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RuleHit({self.rule!r}, {self.file!r}, {self.line}, {self.changes!r}, {self.matched!r})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "file": self.file, "line": self.line, "changes": dict(self.changes),

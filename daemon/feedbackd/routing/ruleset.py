@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from types import MappingProxyType
 
 from feedbackd.mail.message import ParsedMessage
@@ -206,7 +207,8 @@ class RuleSet:
         hits = []
         for rule in rules:
             if rule.test(view):
-                hits.append(RuleHit(rule.name, rule.file, rule.line, state.apply(rule, rank), rule.matched(view)))
+                changes = state.apply(rule, rank)
+                hits.append(RuleHit(rule.name, rule.file, rule.line, changes, partial(rule.matched, view)))
                 if rule.actions.stop:
                     break
         return hits
