@@ -177,23 +177,41 @@ def test_notifier_speaks_the_protocol_and_is_silent_outside_systemd(notify_socke
     assert not Notifier({"NOTIFY_SOCKET": "@feedbackd-nobody-listens"}).send("READY=1")  # never raises
 
 
-def test_under_systemd_the_daemon_says_ready_status_watchdog_and_stopping(
+def test_under_systemd_the_daemon_notifies_and_sighup_reloads_what_can_change_live(
         env: Env, notify_socket: NotifySocket) -> None:
+    """One daemon (each start costs seconds): READY, STATUS, WATCHDOG and STOPPING on a real socket; on
+    SIGHUP a live change is taken, one needing a restart said so, and an invalid file refused in one line."""
     child = Child(env.config_path, {"NOTIFY_SOCKET": notify_socket.name, "WATCHDOG_USEC": "1000000"})
     try:
         ready = notify_socket.wait(lambda m: m.get("READY") == "1")
+        mark = child.wait_for_line("connected to")
+        configure(env, cases={"prefix": "QA"}, imap={"timeout": "11s"})  # live; needs a restart
+        child.signal(signal.SIGHUP)
+        mark = child.wait_for_line("configuration reloaded", after=mark)
+        child.wait_for_line("imap changed", after=mark - 1)
         env.mailbox.append(mails.plain())
-        assert len(env.sink.wait_for(1, timeout=15)) == 1
-        notify_socket.wait(lambda m: "1 message(s) processed" in m.get("STATUS", "")
-                           and m["STATUS"].startswith("IDLE on INBOX"), after=ready)
-        first = notify_socket.wait(lambda m: "WATCHDOG" in m, after=ready)
-        notify_socket.wait(lambda m: "WATCHDOG" in m, after=first + 1)  # it keeps coming while idle
+        (ack,) = env.sink.wait_for(1, timeout=15)
+        assert "[QA-000001]" in ack.message["Subject"]
+        status = notify_socket.wait(lambda m: "1 message(s) processed" in m.get("STATUS", "")
+                                    and m["STATUS"].startswith("IDLE on INBOX"), after=ready)
+        notify_socket.wait(lambda m: "WATCHDOG" in m, after=status)  # still coming after the work
+
+        configure(env, cases={"prefix": "QA", "digits": 99})  # invalid: the running configuration stays
+        mark = child.mark()
+        child.signal(signal.SIGHUP)
+        child.wait_for_line("configuration not reloaded", after=mark)
+        env.mailbox.append(mails.english())
+        acks = env.sink.wait_for(2, timeout=15)
+        assert "[QA-000002]" in acks[1].message["Subject"]
     finally:
-        status = child.stop()
-    assert status == 0, child.output  # SIGTERM: the message in hand is finished, exit 0
-    stopping = notify_socket.wait(lambda m: m.get("STOPPING") == "1")
-    assert stopping > ready
+        exit_status = child.stop()
+    assert exit_status == 0, child.output  # SIGTERM: the message in hand is finished, exit 0
+    assert notify_socket.wait(lambda m: m.get("STOPPING") == "1") > ready
     assert child.output.rstrip().endswith("stopped")
+    refused = [line for line in child.lines if "configuration not reloaded" in line]
+    assert len(refused) == 1 and "'cases.digits'" in refused[0], child.output
+    restart = [line for line in child.lines if "needs a restart" in line]
+    assert len(restart) == 1 and "imap changed" in restart[0], child.output
 
 
 def test_the_watchdog_stops_while_the_intake_loop_hangs_and_resumes_after(
@@ -229,34 +247,3 @@ def test_the_watchdog_stops_while_the_intake_loop_hangs_and_resumes_after(
             conn.close()
         status = child.stop()
     assert status == 0, child.output
-
-
-# -- SIGHUP ---------------------------------------------------------------------------------------
-
-
-def test_sighup_reloads_what_can_change_live_and_keeps_the_rest(env: Env) -> None:
-    child = Child(env.config_path)
-    try:
-        mark = child.wait_for_line("connected to")
-        configure(env, cases={"prefix": "QA"}, imap={"timeout": "11s"})  # live; needs a restart
-        child.signal(signal.SIGHUP)
-        mark = child.wait_for_line("configuration reloaded", after=mark)
-        child.wait_for_line("imap changed", after=mark - 1)
-        env.mailbox.append(mails.plain())
-        (ack,) = env.sink.wait_for(1, timeout=15)
-        assert "[QA-000001]" in ack.message["Subject"]
-
-        configure(env, cases={"prefix": "QA", "digits": 99})  # invalid: the running configuration stays
-        mark = child.mark()
-        child.signal(signal.SIGHUP)
-        child.wait_for_line("configuration not reloaded", after=mark)
-        env.mailbox.append(mails.english())
-        acks = env.sink.wait_for(2, timeout=15)
-        assert "[QA-000002]" in acks[1].message["Subject"]
-    finally:
-        status = child.stop()
-    assert status == 0, child.output
-    refused = [line for line in child.lines if "configuration not reloaded" in line]
-    assert len(refused) == 1 and "'cases.digits'" in refused[0], child.output
-    restart = [line for line in child.lines if "needs a restart" in line]
-    assert len(restart) == 1 and "imap changed" in restart[0], child.output

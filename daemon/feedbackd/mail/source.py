@@ -148,6 +148,8 @@ class ImapSource:
             return
         self.client.idle()
         try:
+            if self._announced() or self._buffered_news():
+                return  # announced as IDLE began
             while not stop():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -171,6 +173,30 @@ class ImapSource:
         """
         assert self.client is not None
         return self.client._imap.untagged_responses.pop("EXISTS", None) is not None
+
+    def _buffered_news(self) -> bool:
+        """Read the lines imaplib already holds in its buffer, where polling the socket cannot see them.
+
+        Dovecot sends ``* n EXISTS`` for mail that came since the last command right behind ``+ idling``,
+        often in the same packet: ``idle()`` reads the first line and leaves the other buffered, and
+        ``idle_check`` (which polls the socket first) would not see it before the cycle ends.  Read as
+        imapclient's ``idle_check`` reads, without the poll.  True when a line announces new mail.
+        """
+        assert self.client is not None
+        sock = self.client.socket()
+        sock.setblocking(False)
+        news = False
+        try:
+            while True:
+                try:
+                    line = self.client._imap._get_line()
+                except (OSError, imaplib.IMAP4.abort):  # nothing more for now (imaplib calls it EOF)
+                    break
+                news = news or line.endswith((b"EXISTS", b"RECENT"))
+        finally:
+            sock.setblocking(True)
+            self.client._set_read_timeout()
+        return news
 
 
 def _close(client: IMAPClient) -> None:
