@@ -281,7 +281,7 @@ templates = "{REPO / 'templates'}"\ndata = "{tmp_path / 'data'}"\n""", encoding=
         assert main(["--config", str(path), "cases", *args]) == 0, capsys.readouterr().err
 
     admin("note", number, "--text", "已电话联系市民")  # internal: no answer
-    assert milestones(engine) == (None, None, 0)  # an acknowledgement is no answer either
+    assert milestones(engine) == (None, None, 0, None, None)  # an acknowledgement is no answer either
     admin("reply", number, "--text", "维修人员明天上午到场。")
     admin("resolve", number, "--text", "路灯已修复。")
     reply = pipeline.process(mails.plain(subject=f"Re: [{number}] 小区路灯不亮", body="晚上还是不亮。"))
@@ -291,8 +291,9 @@ templates = "{REPO / 'templates'}"\ndata = "{tmp_path / 'data'}"\n""", encoding=
     ctx = make_context(engine, settings, later, lambda: load_ruleset(settings.paths.rules))
     assert notices.auto_close(ctx) == {"closed": 1}
 
-    answered, resolved, reopened = milestones(engine)
+    answered, resolved, reopened, answer_hours, resolution_hours = milestones(engine)
     with engine.connect() as conn:
+        created = conn.execute(select(records.CASES.c.created_at)).scalar_one()
         mail = conn.execute(select(records.MESSAGES.c.kind, records.MESSAGES.c.received_at)
                             .where(records.MESSAGES.c.direction == "out")
                             .order_by(records.MESSAGES.c.id)).all()
@@ -305,9 +306,12 @@ templates = "{REPO / 'templates'}"\ndata = "{tmp_path / 'data'}"\n""", encoding=
     assert len(done) == 3 and done[-1] == later  # the second resolution and auto-close leave the first
     assert resolved == done[0]
     assert reopened == 1 == sum(kind == "reopened" for kind, _, _ in events)
+    assert answer_hours == pytest.approx((answered - created) / timedelta(hours=1), abs=1e-6)
+    assert resolution_hours == pytest.approx((resolved - created) / timedelta(hours=1), abs=1e-6)
 
 
 def milestones(engine: Engine) -> tuple[Any, ...]:
     c = records.CASES.c
     with engine.connect() as conn:
-        return tuple(conn.execute(select(c.first_answered_at, c.first_resolved_at, c.reopened)).one())
+        return tuple(conn.execute(select(c.first_answered_at, c.first_resolved_at, c.reopened,
+                                         c.first_response_hours, c.resolution_hours)).one())
