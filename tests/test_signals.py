@@ -247,3 +247,29 @@ def test_the_watchdog_stops_while_the_intake_loop_hangs_and_resumes_after(
             conn.close()
         status = child.stop()
     assert status == 0, child.output
+
+
+# -- the intake loop's wait (the watchdog and STATUS ride on it) -----------------------------------
+
+
+def test_mail_that_came_between_two_commands_ends_the_wait_as_idle_begins(env: Env) -> None:
+    """Dovecot announces it right behind '+ idling', in the same packet: the wait must not sit out its cycle."""
+    from feedbackd.mail.source import ImapSource
+
+    source = ImapSource(env.settings.imap)
+    state = source.connect()
+    try:
+        assert state.idle
+        polls: list[int] = []
+
+        def stop() -> bool:
+            polls.append(1)  # called about once a second while the wait really waits
+            return False
+
+        source.wait(30, stop)  # the folder's EXISTS from SELECT: returns at once
+        env.mailbox.append(mails.plain())  # delivered (APPEND answered) before our IDLE begins
+        source.wait(30, stop)
+        assert polls == []  # never waited: both ended on an announcement, not on the clock
+        assert source.uids_after(0) == [1]
+    finally:
+        source.close()
