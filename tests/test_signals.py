@@ -236,7 +236,7 @@ def test_the_watchdog_stops_while_the_intake_loop_hangs_and_resumes_after(
         time.sleep(10 * interval)
         assert notify_socket.count("WATCHDOG") <= before + 1  # at most one already under way at the accept
         silent_from = max((t for t, m in notify_socket.messages if "WATCHDOG" in m), default=stuck)
-        assert time.monotonic() - silent_from >= 9 * interval
+        assert time.monotonic() - silent_from >= 5 * interval  # (slack for a loaded machine)
         mark = notify_socket.mark()
         conn.close()  # the connection fails: the loop backs off (alive again) and reconnects
         notify_socket.wait(lambda m: "WATCHDOG" in m, after=mark)
