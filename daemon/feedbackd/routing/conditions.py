@@ -17,7 +17,8 @@ matches wherever it occurs, without any notion of word boundaries.  ``within: se
 word operators to hold inside one sentence, and ``unless`` words veto the test (in that sentence,
 or anywhere in the text).  ``regex`` is the exception: it searches the text as received (only
 converted to simplified characters), with ``re.IGNORECASE | re.MULTILINE``, and only when one of
-the literals the expression requires is present (``literals``).
+the literals the expression requires is present (``literals``).  The body is the sender's own text
+(``own_text``): a reply's quoted history and signature are not routed on.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ _COMMON_WIDE = tuple((c, unicodedata.normalize("NFKC", c)) for c in "，！？�
 _SENTENCE_END = re.compile(r"[。!?;]+|\.(?:\.+|(?= |$))")
 
 # Any of these in a body means it may hold a quote or a signature for ``own_text`` to drop.
-_QUOTE_MARKERS = ("\n>", "写道", "寫道", "wrote", "原始", "原件", "Original", "riginal", "发件人", "寄件",
-                  "From:", "转发", "轉寄", "orwarded", "-----", "_____", "\n-- ")
+_QUOTE_MARKERS = ("\n>", "写道", "寫道", "wrote", "原始", "原件", "riginal", "发件人", "寄件", "From:", "转发",
+                  "轉寄", "orwarded", "-----", "_____", "\n-- ")
 
 # Headers that carry the address a message was delivered to, so aliases of one mailbox
 # (complaints@, suggestions@) can be told apart even when the citizen used Bcc.
