@@ -181,7 +181,7 @@ def insert_message(conn: Connection, values: Mapping[str, Any]) -> int:
     """Store one message; staff's first answer to the citizen is also noted on its case (``note_answered``)."""
     row = {"received_at": utcnow(), "defects": [], "references": [], "cc_addrs": [], "to_addrs": [], **values}
     message_row = _insert(conn, MESSAGES, row)
-    if row["case_id"] is not None and row["direction"] == "out" and row.get("kind") in ANSWER_KINDS:
+    if row.get("case_id") is not None and row.get("direction") == "out" and row.get("kind") in ANSWER_KINDS:
         note_answered(conn, int(row["case_id"]), row["received_at"])
     return message_row
 
