@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from feedbackd.mail.html import html_to_text
+from feedbackd.mail.quotes import html_reply_text, strip_reply
 from feedbackd.staff.commands import Command, help_text, parse_commands
-from feedbackd.staff.quotes import html_reply_text, strip_reply
 from feedbackd.staff.satisfaction import parse_satisfaction
 
 REPLY_TO = "feedback+FB-000123.k7f3q2abcd@city.example"

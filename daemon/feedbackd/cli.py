@@ -262,6 +262,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _daemon(settings: Settings, *, wait_for_database: bool) -> Daemon:
     """The daemon; a long-running one waits out a database that is away at start-up (mail stays on
     the server meanwhile) instead of exiting, as it does once running."""
+    from feedbackd.sdnotify import Notifier
+
+    notifier = Notifier()
     delay = 1.0
     while True:
         try:
@@ -271,6 +274,10 @@ def _daemon(settings: Settings, *, wait_for_database: bool) -> Daemon:
                 raise
             logging.getLogger("feedbackd.service").error(
                 "database unavailable at start-up (%s); retrying in %.0f s", type(exc.orig).__name__, delay)
+            # Under systemd (Type=notify) say we are still starting, so a long outage is waited out
+            # instead of ending in a start timeout and a restart loop.
+            notifier.send(f"EXTEND_TIMEOUT_USEC={int((delay + 30) * 1_000_000)}",
+                          f"STATUS=waiting for the database ({type(exc.orig).__name__})")
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
 

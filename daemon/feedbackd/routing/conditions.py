@@ -32,9 +32,9 @@ from functools import cache
 import opencc
 
 from feedbackd.mail.message import ParsedMessage
+from feedbackd.mail.quotes import strip_text
 from feedbackd.routing import model
 from feedbackd.routing.literals import fold, required_literals
-from feedbackd.staff.quotes import strip_text
 
 _HAN = "\u2e80-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
 _HAN_GAP = re.compile(rf" (?<=[{_HAN}] )(?=[{_HAN}])")  # starts with a space: cheap to scan for
@@ -93,7 +93,7 @@ def _tidy(text: str) -> str:
 
 
 def own_text(text: str) -> str:
-    """What the sender wrote: a reply's quoted history and signature dropped (``staff.quotes``), so a
+    """What the sender wrote: a reply's quoted history and signature dropped (``mail.quotes``), so a
     reply that quotes our acknowledgement is not routed by its words.  The quote finder costs ~60 µs,
     so it only runs when a quote marker is present; a text that is nothing but quotes stays whole."""
     if not any(marker in text for marker in _QUOTE_MARKERS):

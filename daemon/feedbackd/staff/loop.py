@@ -30,12 +30,12 @@ from feedbackd.cases import CaseNumbers
 from feedbackd.config import Settings, StaffSettings
 from feedbackd.jobs.calendar import calendar_for
 from feedbackd.mail.compose import Outgoing
+from feedbackd.mail.quotes import strip_reply
 from feedbackd.outgoing import record_and_queue
 from feedbackd.routing import RuleSet
 from feedbackd.staff import actions, verify
 from feedbackd.staff.commands import Command, parse_commands
 from feedbackd.staff.mail import StaffMail
-from feedbackd.staff.quotes import strip_reply
 from feedbackd.stages.state import Events, MessageState, Outcome
 from feedbackd.store import records
 from feedbackd.store.records import ATTACHMENTS, MESSAGES

@@ -19,9 +19,9 @@ from feedbackd.cases import CaseNumbers, Thread
 from feedbackd.config import Settings
 from feedbackd.jobs.calendar import BusinessCalendar, calendar_for
 from feedbackd.mail import guard
+from feedbackd.mail.quotes import strip_reply
 from feedbackd.routing import Decision, RuleSet
 from feedbackd.staff import actions
-from feedbackd.staff.quotes import strip_reply
 from feedbackd.staff.satisfaction import parse_satisfaction
 from feedbackd.stages import record
 from feedbackd.stages.answer import local_time

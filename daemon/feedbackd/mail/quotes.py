@@ -1,4 +1,5 @@
-"""The new text of a reply: quoted history and signature dropped, so only what the sender wrote is relayed.
+"""The new text of a reply: quoted history and signature dropped, so only what the sender wrote is
+relayed (staff answers) or routed (citizen replies).
 
 Mail clients do not mark where their quote starts; they write a header line or block before it.  Measured
 on 17 Chinese and Western clients (../shared/NOTES-mail-stack.md "Text from mail"), a short list of
