@@ -167,3 +167,25 @@ def test_a_readonly_engine_reads_past_the_write_lock_that_a_writing_engine_waits
                 other.begin()
     writer.dispose()
     reader.dispose()
+
+
+def test_mail_to_an_erased_address_is_recorded_failed_and_never_claimed(db_url: str) -> None:
+    """After a purge or a privacy erase the citizen's address is ``p-…@purged.invalid``: an answer a
+    staff member still writes on that case is kept in its history but never tried."""
+    from feedbackd.mail.compose import Outgoing
+    from feedbackd.outgoing import UNDELIVERABLE, record_and_queue
+
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        for n, recipient in enumerate(["p-0123abcd@purged.invalid", "alive@example.org"]):
+            record_and_queue(conn, Outgoing(f"m{n}@city.example", "feedback@city.example", recipient, b"x"),
+                             case_id=None, purpose="progress", subject="s", text="t",
+                             from_addr="feedback@city.example", from_name="Feedback")
+    with session(engine) as db:
+        items = {i.recipient: i for i in db.exec(select(OutboxItem))}
+    assert items["p-0123abcd@purged.invalid"].status == "failed"
+    assert items["p-0123abcd@purged.invalid"].last_error == UNDELIVERABLE
+    assert items["alive@example.org"].status == "pending"
+    claimed = Outbox(engine, SMTP, OutboxSettings()).claim(limit=10)
+    assert [i.recipient for i in claimed] == ["alive@example.org"]
+    engine.dispose()

@@ -13,6 +13,10 @@ from feedbackd.mail.compose import Outgoing
 from feedbackd.store import records
 from feedbackd.store.models import utcnow
 
+# Purge and privacy erase replace addresses by ``p-…@purged.invalid``; ``.invalid`` never resolves
+# (RFC 6761), so such mail is recorded failed at once instead of being retried for days.
+UNDELIVERABLE = "recipient erased (its address is a pseudonym); not sent"
+
 
 def record_and_queue(conn: Connection, outgoing: Outgoing, *, case_id: int | None, purpose: str, subject: str,
                      text: str, from_addr: str, from_name: str, in_reply_to: str | None = None) -> int:
@@ -23,8 +27,11 @@ def record_and_queue(conn: Connection, outgoing: Outgoing, *, case_id: int | Non
         "in_reply_to": in_reply_to, "from_addr": from_addr, "from_name": from_name,
         "to_addrs": [outgoing.recipient], "subject": subject[:1000], "date": utcnow(), "text": text,
     })
+    key = guard.canonical_mailbox(outgoing.recipient)
+    erased = key.endswith(".invalid")
     return records.queue_mail(conn, {
         "case_id": case_id, "purpose": purpose, "message_id": outgoing.message_id,
         "mail_from": outgoing.mail_from, "recipient": outgoing.recipient,
-        "recipient_key": guard.canonical_mailbox(outgoing.recipient), "raw": outgoing.raw,
+        "recipient_key": key, "raw": outgoing.raw,
+        **({"status": "failed", "last_error": UNDELIVERABLE} if erased else {}),
     })
