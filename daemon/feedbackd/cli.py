@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--json", action="store_true", help="print a JSON object")
     learn.add_argument("--eval", dest="eval_dir", type=Path, metavar="DIR",
                        help="also cross-validate on this folder of labelled mails")
+    learn.add_argument("--add", dest="add_dirs", type=Path, metavar="DIR", action="append", default=[],
+                       help="also train on this folder of labelled mails (a seed set; repeatable)")
+    learn.add_argument("--holdout", dest="holdout_dir", type=Path, metavar="DIR",
+                       help="score the trained model on this folder of labelled mails (not one it trained on)")
     learn.set_defaults(func=cmd_rules_learn)
 
     jobs = sub.add_parser("jobs", help="the scheduled jobs (reminders, escalations, digests, reports, ...)"
@@ -542,7 +546,8 @@ def cmd_rules_eval(args: argparse.Namespace) -> int:
 def cmd_rules_learn(args: argparse.Namespace) -> int:
     from feedbackd.routing import learned
 
-    return learned.learn_command(_settings(args), sys.stdout, as_json=args.json, eval_dir=args.eval_dir)
+    return learned.learn_command(_settings(args), sys.stdout, as_json=args.json, eval_dir=args.eval_dir,
+                                 add_dirs=args.add_dirs, holdout_dir=args.holdout_dir)
 
 
 # -- privacy and doctor ---------------------------------------------------------------------------

@@ -230,8 +230,12 @@ class Example:
         return self.department if name == "department" else self.kind
 
 
-def train(examples: Sequence[Example], now: datetime | None = None) -> Model:
-    """Fit both heads on all examples; ``ModelError`` when there is too little to learn from."""
+def train(examples: Sequence[Example], now: datetime | None = None,
+          sources: dict[str, Any] | None = None) -> Model:
+    """Fit both heads on all examples; ``ModelError`` when there is too little to learn from.
+
+    ``sources``: where the examples came from (counts only), kept in the file's header.
+    """
     _check_trainable(examples)
     counts = count_matrix([e.text for e in examples])
     columns = np.unique(counts.indices)
@@ -243,12 +247,15 @@ def train(examples: Sequence[Example], now: datetime | None = None) -> Model:
     meta = {"format": FORMAT, "trained_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
             "cases": len(examples), "columns": len(columns),
             "counts": {name: label_counts(examples, name) for name in FIELDS}}
+    if sources is not None:
+        meta["sources"] = sources
     return Model(columns, idf, heads["department"], heads["kind"], meta)
 
 
 def _check_trainable(examples: Sequence[Example]) -> None:
     if len(examples) < MIN_CASES:
-        raise ModelError(f"{len(examples)} case(s) to learn from; at least {MIN_CASES} are needed")
+        raise ModelError(f"{len(examples)} case(s) to learn from; at least {MIN_CASES} are needed "
+                         "(a new desk can start from a labelled folder: rules learn --add DIR)")
     for name in FIELDS:
         if len({e.get(name) for e in examples}) < 2:
             raise ModelError(f"every case has the same {name}: at least two are needed to learn from")
@@ -263,8 +270,10 @@ def cross_validate(examples: Sequence[Example], folds: int = FOLDS, seed: int = 
     return accuracy(examples, cv_predictions(examples, folds, seed), folds)
 
 
-def accuracy(examples: Sequence[Example], predictions: dict[str, Predictions | None], folds: int) -> dict[str, Any]:
-    result: dict[str, Any] = {"folds": folds, "cases": len(examples)}
+def accuracy(examples: Sequence[Example], predictions: dict[str, Predictions | None],
+             folds: int | None) -> dict[str, Any]:
+    """Accuracy per field of ``predictions`` (``folds``: of the cross-validation that made them, if one did)."""
+    result: dict[str, Any] = {"folds": folds, "cases": len(examples)} if folds else {"cases": len(examples)}
     for name in FIELDS:
         found = predictions[name]
         right = None if found is None else sum(label == e.get(name) for (label, _), e in zip(found, examples,
@@ -562,10 +571,16 @@ def router_for(settings: Settings) -> LearnedRouter | None:
 # -- feedbackd rules learn ------------------------------------------------------------------------
 
 
-def learn_command(settings: Settings, out: TextIO, *, as_json: bool = False, eval_dir: Path | None = None) -> int:
-    """Train on the desk's cases, save, and report counts and cross-validated accuracy."""
-    from feedbackd.routing.evaluation import LabelError, load_labelled
-    from feedbackd.routing.loader import RulesError, load_ruleset
+@dataclass(frozen=True)
+class Training:
+    """What ``rules learn`` trains on: the desk's cases and any labelled folders (``--add``)."""
+
+    examples: list[Example]
+    sources: dict[str, Any]  # {"desk_cases": n, "folders": {dir: n}}
+
+
+def training_set(settings: Settings, add_dirs: Sequence[Path] = ()) -> Training:
+    """The desk's cases, then each added folder's mails with their hand labels (``LabelError``)."""
     from feedbackd.store.db import connect
 
     engine = connect(settings.database.url, readonly=True)
@@ -573,28 +588,57 @@ def learn_command(settings: Settings, out: TextIO, *, as_json: bool = False, eva
         examples = desk_examples(engine)
     finally:
         engine.dispose()
+    sources: dict[str, Any] = {"desk_cases": len(examples), "folders": {}}
+    for directory in add_dirs:
+        added = labelled_examples(directory)
+        sources["folders"][str(directory)] = sources["folders"].get(str(directory), 0) + len(added)
+        examples += added
+    return Training(examples, sources)
+
+
+def learn_command(settings: Settings, out: TextIO, *, as_json: bool = False, eval_dir: Path | None = None,
+                  add_dirs: Sequence[Path] = (), holdout_dir: Path | None = None) -> int:
+    """Train on the desk's cases (and ``add_dirs``), save, and report counts and cross-validated accuracy.
+
+    ``eval_dir``: also cross-validate on that labelled folder alone.  ``holdout_dir``: score the
+    trained model on that labelled folder (it must not be one of ``add_dirs``).
+    """
+    from feedbackd.routing.evaluation import LabelError, load_labelled
+    from feedbackd.routing.loader import RulesError, load_ruleset
+
     try:
+        _check_holdout(holdout_dir, add_dirs)
+        training = training_set(settings, add_dirs)
         started = time.perf_counter()
-        model = train(examples)
+        model = train(training.examples, sources=training.sources)
         seconds = time.perf_counter() - started
         labelled = load_labelled(eval_dir) if eval_dir is not None else None
-        ruleset = load_ruleset(settings.paths.rules) if eval_dir is not None else None
+        held = load_labelled(holdout_dir) if holdout_dir is not None else None
+        ruleset = load_ruleset(settings.paths.rules) if eval_dir is not None or held is not None else None
     except (ModelError, LabelError, RulesError) as exc:
         print(f"feedbackd: {exc}", file=sys.stderr)
         return 1
     path = model_path(settings)
     save(model, path)
     report = {"model": str(path), **model.meta, "training_seconds": round(seconds, 2),
-              "cross_validation": cross_validate(examples)}
+              "cross_validation": cross_validate(training.examples)}
+    min_confidence = settings.routing.learned_min_confidence
     if labelled is not None and ruleset is not None:
-        report["eval"] = eval_report(labelled, ruleset, settings.routing.learned_min_confidence)
-        report["eval"]["dir"] = str(eval_dir)
+        report["eval"] = {**eval_report(labelled, ruleset, min_confidence), "dir": str(eval_dir)}
+    if held is not None and ruleset is not None:
+        report["holdout"] = {**holdout_report(model, held, training.examples, ruleset, min_confidence),
+                             "dir": str(holdout_dir)}
     if as_json:
         json.dump(report, out, ensure_ascii=False, indent=2)
         out.write("\n")
     else:
         _print_report(report, out)
     return 0
+
+
+def _check_holdout(holdout_dir: Path | None, add_dirs: Sequence[Path]) -> None:
+    if holdout_dir is not None and any(d.resolve() == holdout_dir.resolve() for d in add_dirs):
+        raise ModelError(f"{holdout_dir}: the held-out folder is also added to the training data (--add)")
 
 
 def eval_report(items: list[Labelled], ruleset: RuleSet, min_confidence: float) -> dict[str, Any]:
@@ -604,26 +648,60 @@ def eval_report(items: list[Labelled], ruleset: RuleSet, min_confidence: float) 
             "route": route_figures(items, predictions, ruleset, min_confidence)}
 
 
+def holdout_report(model: Model, items: list[Labelled], trained_on: Sequence[Example], ruleset: RuleSet,
+                   min_confidence: float) -> dict[str, Any]:
+    """The trained model scored on a labelled folder: accuracy per field, the rules alone against the
+    rules with ``learned = "route"``, and how many of its mails were in the training data (same text)."""
+    examples = examples_of(items)
+    suggestions = [model.suggest(item.message.subject, item.message.text) for item in items]
+    predictions: dict[str, Predictions | None] = {
+        "department": [(s.department, s.department_confidence) for s in suggestions],
+        "kind": [(s.kind, s.kind_confidence) for s in suggestions]}
+    seen = {e.text for e in trained_on}
+    return {**accuracy(examples, predictions, None), "shared_with_training": sum(e.text in seen for e in examples),
+            "route": route_figures(items, predictions, ruleset, min_confidence)}
+
+
 def _percent(value: float | None) -> str:
     return "n/a (too few cases per label)" if value is None else f"{value:.1%}"
 
 
 def _print_report(report: dict[str, Any], out: TextIO) -> None:
-    print(f"trained on {report['cases']} cases in {report['training_seconds']:.1f} s, saved to {report['model']}",
-          file=out)
+    print(f"trained on {report['cases']} examples ({_sources(report['sources'])}) in "
+          f"{report['training_seconds']:.1f} s, saved to {report['model']}", file=out)
     for name in FIELDS:
         counts = ", ".join(f"{label} {n}" for label, n in report["counts"][name].items())
         print(f"  {name}: {counts}", file=out)
-    sets = [("the desk's cases", report["cross_validation"])]
+    sets = [("the training examples", report["cross_validation"])]
     if "eval" in report:
         sets.append((f"the labelled set {report['eval']['dir']} ({report['eval']['cases']} mails)", report["eval"]))
     for title, cv in sets:
         print(f"{cv['folds']}-fold cross-validated accuracy on {title}: department "
               f"{_percent(cv['department_accuracy'])}, kind {_percent(cv['kind_accuracy'])}", file=out)
-    route = report.get("eval", {}).get("route")
-    if route:
-        rules, both = route["rules"], route["rules_with_route"]
-        print(f"on the labelled set, the rules alone: department {_percent(rules['department_accuracy'])}, kind "
-              f"{_percent(rules['kind_accuracy'])}; with learned = \"route\" (cross-validated, confidence "
-              f"{route['min_confidence']:.2f} or above): department {_percent(both['department_accuracy'])}, kind "
-              f"{_percent(both['kind_accuracy'])}, {route['routed_by_model']} mail(s) routed by the model", file=out)
+    _print_route("the labelled set (cross-validated)", report.get("eval", {}).get("route"), out)
+    if "holdout" in report:
+        _print_holdout(report["holdout"], out)
+
+
+def _sources(sources: dict[str, Any]) -> str:
+    return ", ".join([f"{sources['desk_cases']} from the desk's cases",
+                      *(f"{n} from {directory}" for directory, n in sources["folders"].items())])
+
+
+def _print_holdout(held: dict[str, Any], out: TextIO) -> None:
+    print(f"the trained model on the held-out set {held['dir']} ({held['cases']} mails): department "
+          f"{_percent(held['department_accuracy'])}, kind {_percent(held['kind_accuracy'])}", file=out)
+    if held["shared_with_training"]:
+        print(f"  warning: {held['shared_with_training']} of its mails are also in the training data "
+              "(same text): the figure is not a held-out one", file=out)
+    _print_route("the held-out set", held["route"], out)
+
+
+def _print_route(where: str, route: dict[str, Any] | None, out: TextIO) -> None:
+    if not route:
+        return
+    rules, both = route["rules"], route["rules_with_route"]
+    print(f"on {where}, the rules alone: department {_percent(rules['department_accuracy'])}, kind "
+          f"{_percent(rules['kind_accuracy'])}; with learned = \"route\" (confidence "
+          f"{route['min_confidence']:.2f} or above): department {_percent(both['department_accuracy'])}, kind "
+          f"{_percent(both['kind_accuracy'])}, {route['routed_by_model']} mail(s) routed by the model", file=out)
