@@ -315,3 +315,25 @@ def milestones(engine: Engine) -> tuple[Any, ...]:
     with engine.connect() as conn:
         return tuple(conn.execute(select(c.first_answered_at, c.first_resolved_at, c.reopened,
                                          c.first_response_hours, c.resolution_hours)).one())
+
+
+def test_the_report_reads_while_a_writer_holds_sqlite_s_write_lock(tmp_path: Path) -> None:
+    """The weekly job builds the report on the daemon's engine, whose transactions begin IMMEDIATE:
+    the report's read begins DEFERRED instead, so it neither waits for intake nor makes intake wait."""
+    import sqlite3
+
+    path = tmp_path / "feedbackd.db"
+    engine = connect(f"sqlite:///{path}")
+    fill(engine)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # intake in the middle of a message
+    writer.execute("UPDATE \"case\" SET subject = 'x' WHERE id = 1")
+    try:
+        built = report.build(engine, report.Period(h(0), h(168), ZONE), utcnow())
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert {k: v for k, v in built.items() if k != "previous"} == {
+        k: v for k, v in expected().items() if k != "previous"}
+    assert built["previous"]["cases"] == 1
+    engine.dispose()

@@ -37,7 +37,8 @@ import io
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
+from feedbackd.store.db import SQLITE_BEGIN
 from feedbackd.store.models import SATISFACTION_SCORE
 from feedbackd.store.records import CASES
 
@@ -110,10 +112,25 @@ def week_before(day: date, zone: tzinfo) -> Period:
 
 def build(engine: Engine, period: Period, now: datetime) -> dict[str, Any]:
     """The report of ``period`` with ``previous``, in one read transaction."""
-    with engine.connect() as conn:
-        report = figures(conn, period, now)
-        report["previous"] = figures(conn, period.before(), now)
+    with reading(engine) as conn:
+        return with_previous(conn, period, now)
+
+
+def with_previous(conn: Connection, period: Period, now: datetime) -> dict[str, Any]:
+    report = figures(conn, period, now)
+    report["previous"] = figures(conn, period.before(), now)
     return report
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read transaction that never holds SQLite's write lock, whatever the engine: the daemon's
+    engine begins IMMEDIATE (store.db), which would keep intake and the outbox waiting for as long
+    as the weekly report reads; DEFERRED reads the last commit (WAL) and lets writers go on."""
+    with engine.connect() as conn:
+        conn.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+        with conn.begin():
+            yield conn
 
 
 def figures(conn: Connection, period: Period, now: datetime) -> dict[str, Any]:
@@ -350,8 +367,8 @@ def weekly_report(ctx: JobContext) -> dict[str, int]:
         return {"admins": 0}
     zone = local_zone(ctx.settings)
     period = week_before((ctx.scheduled_at or ctx.now).astimezone(zone).date(), zone)
-    report = build(ctx.engine, period, ctx.now)
-    with ctx.engine.connect() as conn:
+    with reading(ctx.engine) as conn:  # the figures and the chart from one snapshot, not blocking intake
+        report = with_previous(conn, period, ctx.now)
         volumes = weekly_volumes(conn, period.end)
     queued = queue_report(ctx, report, volumes, admins)
     log.info("weekly report for %s: %d cases, mailed to %d admins", period.as_dict()["from"][:10],
