@@ -337,3 +337,19 @@ def test_the_report_reads_while_a_writer_holds_sqlite_s_write_lock(tmp_path: Pat
         k: v for k, v in expected().items() if k != "previous"}
     assert built["previous"]["cases"] == 1
     engine.dispose()
+
+
+@pytest.mark.parametrize("share", [1, 10])
+def test_both_sqlite_plans_give_the_hand_computed_figures(share: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A period with few of the cases is read along created_at and sorted ("range"), a large one along
+    the report's own indexes ("walk"): the same figures either way (share 1: every period here is small)."""
+    monkeypatch.setattr(report, "RANGE_SHARE", share)
+    engine = connect("sqlite://")
+    fill(engine)
+    with engine.connect() as conn:
+        assert report._sqlite_plan(conn, {"start": h(0), "end": h(168)}) == ("range" if share == 1 else "walk")
+    built = report.build(engine, report.Period(h(0), h(168), ZONE), utcnow())
+    assert {k: v for k, v in built.items() if k != "period"} == {
+        k: v for k, v in expected().items() if k != "period"} | {"previous": built["previous"]}
+    assert {k: v for k, v in built["previous"].items() if k != "period"} == {
+        k: v for k, v in expected()["previous"].items() if k != "period"}
