@@ -122,6 +122,13 @@ GENERALISATION_CASES = [
     ("八達通碌咗兩次", "喺你哋店碌八達通，畀人扣咗兩次錢。", "payments", "high", "problem"),
     ("退货两周钱没退", "鞋子开胶退回去了，两个星期了钱还没退。", "payments", "high", "problem"),
     ("一直收到廣告簡訊", "我從來沒有同意，你們每天傳廣告簡訊給我，請停止。", "privacy", "high", "problem"),
+    # a courtesy thank-you closing an emergency never hides it (the praise veto once read 感谢 anywhere)
+    ("燃气泄漏", "楼道里燃气泄漏，味道很大，麻烦看一下。感谢！", "safety", "urgent", "problem"),
+    ("电线掉下来了", "小区门口电线掉下来了，很危险，孩子每天经过。先感谢了", "safety", "urgent", "problem"),
+    ("Gas in the lobby", "Smell of gas in the lobby since this morning. Appreciated if you check.",
+     "safety", "urgent", "problem"),
+    # ...while a letter of praise about a past accident stays praise
+    ("表扬信", "上周有位阿姨滑倒受伤了，保安第一时间叫救护车。特地来信表扬！", "suggestions", "low", "opinion"),
 ]
 
 
