@@ -19,7 +19,11 @@ Then it runs the real CLI in a child process and measures wall time and the chil
 --json`` and ``jobs run --at T``; each read ``--repeat`` times (fastest wall, highest RSS); ``cases show 0``
 (start-up, imports, the connection and its schema check, no case query) is the baseline the ``net`` column subtracts.
 
-    .venv/bin/python bench/bench_scale.py [--cases 1000000] [--db sqlite,postgresql]
+    .venv/bin/python bench/bench_scale.py [--cases 1000000] [--db sqlite,postgresql] [--reuse DIR]
+
+``--reuse DIR`` fills once and measures again on later runs (the SQLite file and a PostgreSQL
+database named after DIR stay); the first run's jobs pass did the due work, so later passes find
+little to do, and the year now reaches back from the present, not from the fill's time.
 """
 
 from __future__ import annotations
