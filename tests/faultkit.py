@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -182,3 +184,58 @@ class AutoResponder:
             lines.append("Auto-Submitted: auto-replied")
         body = "Thank you for your mail. I am away and will answer when I am back."
         return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode("utf-8")
+
+
+class DaemonChild:
+    """``feedbackd -v run`` as a child process whose log lines can be waited for (events, not sleeps)."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "feedbackd", "-v", "run"],
+                                     env={**os.environ, "FEEDBACKD_CONFIG": str(config), **(env or {})},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("")  # end of output
+            self._cond.notify_all()
+
+    def wait_for_line(self, text: str, after: int = 0, timeout: float = 20) -> int:
+        def found() -> bool:
+            return any(text in line for line in self.lines[after:]) or (bool(self.lines) and self.lines[-1] == "")
+
+        with self._cond:
+            self._cond.wait_for(found, timeout)
+            assert any(text in line for line in self.lines[after:]), f"no {text!r} in:\n{self.output}"
+            return len(self.lines)
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=5)
+        print(self.output)  # shown by pytest when the test fails
+        return self.proc.returncode

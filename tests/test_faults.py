@@ -16,7 +16,7 @@ import pytest
 
 import mails
 from conftest import Env
-from faultkit import AutoResponder, RestartableDovecot, append_many, deliver, fill, small_disk
+from faultkit import AutoResponder, DaemonChild, RestartableDovecot, append_many, deliver, fill, small_disk
 
 pytestmark = pytest.mark.faults  # the whole module is the fault suite: pytest -m faults
 
@@ -101,64 +101,11 @@ def _wait_until_due(rows: list[dict]) -> None:
     time.sleep(max(0.0, (due - datetime.now(due.tzinfo)).total_seconds()) + 0.05)
 
 
-class Daemon:
-    """A ``feedbackd -v run`` child whose log lines can be waited for (events, not sleeps)."""
-
-    def __init__(self, env: Env) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "feedbackd", "-v", "run"],
-                                     env={**os.environ, "FEEDBACKD_CONFIG": str(env.config_path)},
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
-        with self._cond:
-            self.lines.append("")  # end of output
-            self._cond.notify_all()
-
-    def wait_for_line(self, text: str, after: int = 0, timeout: float = 20) -> int:
-        """Block until a line from index ``after`` on contains ``text``; return the count of lines seen."""
-        def found() -> bool:
-            return any(text in line for line in self.lines[after:]) or (bool(self.lines) and self.lines[-1] == "")
-
-        with self._cond:
-            self._cond.wait_for(found, timeout)
-            assert any(text in line for line in self.lines[after:]), f"no {text!r} in:\n{self.output}"
-            return len(self.lines)
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.lines)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, wait for the exit and the last line; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=5)
-        return self.proc.returncode
-
-
 READY = "connected to"  # logged once the daemon has its database and its IMAP connection
 
 
 def test_the_daemon_answers_over_idle_survives_a_dropped_connection_and_stops_on_sigterm(env: Env) -> None:
-    daemon = Daemon(env)
+    daemon = DaemonChild(env.config_path)
     try:
         daemon.wait_for_line(READY)
         started = time.monotonic()
@@ -188,7 +135,7 @@ def test_the_daemon_polls_when_idle_is_off(env: Env) -> None:
     env.reconfigure(extra="")
     text = env.config_path.read_text().replace('folder = "INBOX"', 'folder = "INBOX"\nidle = false')
     env.config_path.write_text(text)
-    daemon = Daemon(env)
+    daemon = DaemonChild(env.config_path)
     try:
         daemon.wait_for_line("IDLE off")
         env.mailbox.append(mails.plain())
@@ -229,7 +176,7 @@ def test_the_daemon_waits_out_a_database_outage(mailbox, smtp_sink, pg_url: str,
         with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
             conn.execute(sql)
 
-    daemon = Daemon(env)
+    daemon = DaemonChild(env.config_path)
     try:
         # Not a fixed sleep: a daemon slower to start than that (a cold start on a busy machine) met
         # the outage before it had made its tables, and died.
@@ -272,7 +219,7 @@ def test_the_daemon_waits_for_a_database_that_is_away_at_start_up(mailbox, smtp_
         assert refused.returncode == 1 and "database is unavailable" in refused.stderr
         assert "Traceback" not in refused.stderr
         env.mailbox.append(mails.plain())
-        daemon = Daemon(env)
+        daemon = DaemonChild(env.config_path)
         try:
             daemon.wait_for_line("database unavailable at start-up")
             admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
@@ -415,7 +362,7 @@ def test_the_imap_server_restarted_mid_fetch_loses_and_duplicates_nothing(
     env.config_path.write_text(text)  # many small UID FETCHes, so the restart falls between two of them
     senders = [f"backlog{i}@qq.example" for i in range(BACKLOG)]
     append_many(own_dovecot, "feedback", [mails.plain(sender=s, subject=f"积压 {i}") for i, s in enumerate(senders)])
-    daemon = Daemon(env)
+    daemon = DaemonChild(env.config_path)
     try:
         mark = daemon.wait_for_line(READY)
         daemon.wait_for_line(" new-case ", after=mark)  # the first group is committed; the fetch goes on
@@ -497,7 +444,7 @@ def test_a_full_attachment_disk_leaves_the_mail_on_the_server_until_space_return
         client.logout()
         assert [p.name for p in (data).rglob("*") if p.is_file()] == ["filler"]  # no half-written file
 
-        daemon = Daemon(env)
+        daemon = DaemonChild(env.config_path)
         try:
             mark = daemon.wait_for_line(READY)
             mark = daemon.wait_for_line("no space left", after=mark)
@@ -521,7 +468,7 @@ FLOOD = 2000
 
 def test_a_flood_from_many_senders_while_idle_and_the_outbox_keep_working(env: Env) -> None:
     env.reconfigure(extra="[acknowledgement]\nglobal_rate_limit = 0\n")
-    daemon = Daemon(env)
+    daemon = DaemonChild(env.config_path)
     senders = [f"flood{i}@{('qq', '163', 'gmail', 'outlook')[i % 4]}.example" for i in range(FLOOD)]
     try:
         mark = daemon.wait_for_line(READY)

@@ -6,11 +6,8 @@ waits on its log lines and on the datagrams it sends to ``$NOTIFY_SOCKET`` (even
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,6 +19,7 @@ import pytest
 
 import mails
 from conftest import REPO, Env
+from faultkit import DaemonChild
 from feedbackd.devstack import local_config
 from feedbackd.devstack import write_config as write_sections
 from feedbackd.sdnotify import Notifier
@@ -86,61 +84,6 @@ def notify_socket() -> Iterator[NotifySocket]:
     sock.close()
 
 
-class Child:
-    """``feedbackd -v run`` as a child process whose log lines can be waited for."""
-
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "feedbackd", "-v", "run"],
-                                     env={**os.environ, "FEEDBACKD_CONFIG": str(config), **(env or {})},
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
-        with self._cond:
-            self.lines.append("")  # end of output
-            self._cond.notify_all()
-
-    def wait_for_line(self, text: str, after: int = 0, timeout: float = 20) -> int:
-        def found() -> bool:
-            return any(text in line for line in self.lines[after:]) or (bool(self.lines) and self.lines[-1] == "")
-
-        with self._cond:
-            self._cond.wait_for(found, timeout)
-            assert any(text in line for line in self.lines[after:]), f"no {text!r} in:\n{self.output}"
-            return len(self.lines)
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.lines)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=5)
-        print(self.output)  # shown by pytest when the test fails
-        return self.proc.returncode
-
-
 def configure(env: Env, **more: dict[str, Any]) -> Path:
     """The tests' configuration (as conftest writes it) with sections or keys changed by ``more``."""
     sections: dict[str, dict[str, Any]] = {
@@ -181,7 +124,7 @@ def test_under_systemd_the_daemon_notifies_and_sighup_reloads_what_can_change_li
         env: Env, notify_socket: NotifySocket) -> None:
     """One daemon (each start costs seconds): READY, STATUS, WATCHDOG and STOPPING on a real socket; on
     SIGHUP a live change is taken, one needing a restart said so, and an invalid file refused in one line."""
-    child = Child(env.config_path, {"NOTIFY_SOCKET": notify_socket.name, "WATCHDOG_USEC": "1000000"})
+    child = DaemonChild(env.config_path, {"NOTIFY_SOCKET": notify_socket.name, "WATCHDOG_USEC": "1000000"})
     try:
         ready = notify_socket.wait(lambda m: m.get("READY") == "1")
         mark = child.wait_for_line("connected to")
@@ -224,7 +167,7 @@ def test_the_watchdog_stops_while_the_intake_loop_hangs_and_resumes_after(
     server.settimeout(20)
     configure(env, imap={"port": server.getsockname()[1], "timeout": "30s"})
     interval = 0.1  # WATCHDOG_USEC / 2
-    child = Child(env.config_path, {"NOTIFY_SOCKET": notify_socket.name, "WATCHDOG_USEC": "200000"})
+    child = DaemonChild(env.config_path, {"NOTIFY_SOCKET": notify_socket.name, "WATCHDOG_USEC": "200000"})
     held: list[socket.socket] = []
     try:
         notify_socket.wait(lambda m: m.get("READY") == "1")

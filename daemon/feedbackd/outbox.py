@@ -17,6 +17,7 @@ leaves those rows claimed but not marked, and they are sent again when taken ove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -39,6 +40,7 @@ from feedbackd.mail.send import Envelope, SendResult, SmtpPool
 from feedbackd.store.db import session
 from feedbackd.store.models import OutboxItem, utcnow
 from feedbackd.store.records import OUTBOX
+from feedbackd.store.turns import WriteTurns
 
 T = TypeVar("T")
 
@@ -143,6 +145,10 @@ class Outbox:
         self.chunk = 1 if self.fault == "while-sending" else smtp.connections * CHUNK_PER_CONNECTION
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool = SmtpPool(smtp)
+        self.turns: WriteTurns | None = None  # set by the daemon on SQLite (see store/turns.py)
+
+    def _turn(self) -> contextlib.AbstractContextManager[None]:
+        return self.turns.urgent() if self.turns is not None else contextlib.nullcontext()
 
     def claim(self, limit: int = BATCH) -> list[Claimed]:
         """Take up to ``limit`` due rows: pending ones, and 'sending' ones whose holder is gone.
@@ -153,7 +159,7 @@ class Outbox:
         also skips locked rows).
         """
         holder = str(Holder.current())
-        with self.engine.begin() as conn:
+        with self._turn(), self.engine.begin() as conn:
             now = utcnow()  # taken once connected: a row committed while connecting is due too
             claimable = _claimable(now, self._orphans(conn, now))
             due = (select(OUTBOX.c.id).where(claimable).where(OUTBOX.c.next_attempt_at <= now)
@@ -255,7 +261,7 @@ class Outbox:
         by_id = {item.id: item for item in items}
         sent = [{"_id": r.key} for r in results if r.ok]
         report.sent += len(sent)
-        with self.engine.begin() as conn:
+        with self._turn(), self.engine.begin() as conn:
             if sent:
                 conn.execute(_MARK_SENT, [{**row, "sent_at": now} for row in sent])
             for result in (r for r in results if not r.ok):
@@ -285,7 +291,7 @@ class Outbox:
         untried and uncounted, for the first retry time, so nothing due is left behind unsaid."""
         now = utcnow()
         later = now + self.backoff(1)
-        with self.engine.begin() as conn:
+        with self._turn(), self.engine.begin() as conn:
             if rest:
                 conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(rest)).where(OUTBOX.c.status == "sending")
                              .values(status="pending", lease_until=None, claim=None, next_attempt_at=later))

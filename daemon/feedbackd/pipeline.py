@@ -39,6 +39,7 @@ from feedbackd.stages.casework import Casework, Filed
 from feedbackd.stages.state import AnswerRequest, Events, MessageState, Outcome
 from feedbackd.store import records
 from feedbackd.store.files import FileStore
+from feedbackd.store.turns import WriteTurns
 from feedbackd.templates import Templates
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Pipeline:
         self.settings = settings
         self.engine = engine
         self.rules = rules
+        self.turns: WriteTurns | None = None  # set by the daemon on SQLite: the sender goes first (store/turns.py)
         self.numbers = CaseNumbers(settings.cases)
         intake = settings.intake
         self.limits = ParseLimits(max_parts=intake.max_parts, max_header_bytes=intake.max_header_bytes,
@@ -130,6 +132,8 @@ class Pipeline:
 
     def _attempt(self, group: list[tuple[bytes, Cursor | None]], careful: bool, replay: bool) -> list[Outcome]:
         outcomes = []
+        if self.turns is not None:
+            self.turns.let_others_first()
         with self.engine.connect() as conn:  # closing without commit rolls back
             conn.begin()
             budget = Budget(self.settings)

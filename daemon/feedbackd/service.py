@@ -39,6 +39,7 @@ from feedbackd.pipeline import Cursor, Pipeline, StorageFull
 from feedbackd.routing import RulesError, RuleSet, RulesWatcher
 from feedbackd.sdnotify import Notifier
 from feedbackd.store import db, records
+from feedbackd.store.turns import WriteTurns
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class Daemon:
         self.rules = RulesWatcher(settings.paths.rules, logging.getLogger("feedbackd.rules"))
         self.pipeline = Pipeline(settings, self.engine, self._ruleset)
         self.outbox = Outbox(self.engine, settings.smtp, settings.outbox)
+        if self.engine.dialect.name == "sqlite":  # one writer at a time, and no fairness between them
+            self.pipeline.turns = self.outbox.turns = WriteTurns()
         self.source = ImapSource(settings.imap)
         self.stopping = threading.Event()
         self.outbox_wake = threading.Event()
