@@ -16,7 +16,8 @@ import pytest
 
 import mails
 from conftest import Env, run_once
-from test_faults import READY, Daemon
+from faultkit import DaemonChild
+from test_faults import READY
 from test_staff_loop import SECRET, staff_reply, to
 
 CITIZENS = {
@@ -100,7 +101,7 @@ def test_info_logs_of_a_whole_flow_hold_no_message_text_and_no_address(privacy_e
 
 def test_the_daemons_operator_log_holds_no_message_text_and_no_address(privacy_env: Env) -> None:
     env = privacy_env
-    daemon = Daemon(env)  # ``feedbackd -v run``: what an operator reads
+    daemon = DaemonChild(env.config_path)  # ``feedbackd -v run``: what an operator reads
     try:
         mark = daemon.wait_for_line(READY)
         env.mailbox.append(*(citizen_mail(s, p) for s, p in CITIZENS.items()),
