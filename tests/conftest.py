@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -186,3 +187,26 @@ def env(mailbox: Mailbox, smtp_sink: SmtpSink, tmp_path: Path) -> Env:
 def env_db(mailbox: Mailbox, smtp_sink: SmtpSink, db_url: str, tmp_path: Path) -> Env:
     """Parametrised over SQLite and PostgreSQL."""
     return _env(mailbox, smtp_sink, db_url, tmp_path)
+
+
+def release_together(command: list[str], environ: dict[str, str],
+                     n: int = 2) -> tuple[list[subprocess.Popen[str]], list[tuple[str, str]]]:
+    """Start ``n`` copies of a command that prints ``ready`` and then waits for a line on stdin; once
+    all are ready, let them go at the same moment. Returns the processes and their (stdout, stderr),
+    after checking that each exited 0."""
+    procs = [subprocess.Popen(command, env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        for proc in procs:  # all are loaded and waiting: let them go together
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [proc.returncode for proc in procs] == [0] * n, [err for _, err in outputs]
+    return procs, outputs

@@ -16,7 +16,6 @@ early, each notice once at its moment, nothing twice after a "restart" (a new pr
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -27,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import Env, Mailbox
+from conftest import Env, Mailbox, release_together
 from feedbackd.devstack import SmtpSink
 from feedbackd.stages import casework
 from test_intake import case_json
@@ -255,21 +254,7 @@ def race(env: Env, when: str) -> list[dict[str, dict[str, int]]]:
     """Two ``jobs run --at WHEN`` processes on one database, released at the same moment."""
     command = [sys.executable, "-c", RACER, "jobs", "run", "--at", when]
     environ = {**os.environ, "FEEDBACKD_CONFIG": str(env.config_path)}
-    procs = [subprocess.Popen(command, env=environ, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        outputs = [proc.communicate(timeout=120) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outputs]
+    _, outputs = release_together(command, environ)
     return [parse_ran(out) for out, _ in outputs]
 
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from conftest import Env
+from conftest import Env, release_together
 from feedbackd import config as config_mod
 from feedbackd.config import Settings
 from feedbackd.devstack import write_config
@@ -304,21 +304,7 @@ def test_two_processes_on_one_postgresql_database_run_each_occurrence_once(pg_ur
     env = {**os.environ, "FEEDBACKD_CONFIG": str(config)}
     command = [sys.executable, str(PROBE), str(count_file), "--wait", "jobs", "run", "--at",
                "2026-11-30T09:00+08:00"]
-    procs = [subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        for proc in procs:  # both are loaded and waiting: let them go together
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        outputs = [proc.communicate(timeout=120) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outputs]
+    procs, outputs = release_together(command, env)
     assert counted(count_file) == Counter(EXPECTED_AT_MONDAY)  # each occurrence once, by one of the two
     reported = [line.split(":")[0] for out, _ in outputs for line in out.splitlines() if ": counted" in line]
     assert sorted(reported) == sorted(name for name, _ in EXPECTED_AT_MONDAY)
