@@ -24,14 +24,14 @@ from feedbackd.demo import run_demo
 from feedbackd.mail.source import CONNECTION_ERRORS, SourceError
 from feedbackd.outbox import Outbox
 from feedbackd.pipeline import Pipeline, StorageFull
-from feedbackd.routing import RulesError, RuleSet, RulesWatcher, commands, load_ruleset
+from feedbackd.routing import RulesError, RulesWatcher, commands, load_ruleset
 from feedbackd.routing.decision import explain
 from feedbackd.service import Daemon
 from feedbackd.store import db as store_db
 from feedbackd.store.db import SchemaError, connect, session
 from feedbackd.store.models import Case, MailMessage, QuarantineItem
 from feedbackd.store.records import raw_message
-from feedbackd.templates import LANGUAGES, Templates
+from feedbackd.templates import Templates
 from feedbackd.views import case_detail, case_summary, message_view, outbox_view, quarantine_view
 
 EXIT_USAGE = 2
@@ -506,7 +506,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     if status != 0:
         return status
     templates = _templates_dir(args)
-    missing = _missing_templates(load_ruleset(directory), Templates(templates)) if templates else []
+    missing = Templates(templates).missing_for(load_ruleset(directory)) if templates else []
     for name, language in missing:
         print(f"{directory}: template {name!r} is used by the rules but {templates}/{language}/"
               f"{name}.subject.j2 does not exist (the default acknowledgement would be sent)")
@@ -519,13 +519,6 @@ def _templates_dir(args: argparse.Namespace) -> Path | None:
         return _settings(args).paths.templates
     except ConfigError:
         return None
-
-
-def _missing_templates(ruleset: RuleSet, templates: Templates) -> list[tuple[str, str]]:
-    names = {kind.template for kind in ruleset.kinds.values()}
-    names |= {rule.actions.template for rule in ruleset.rules if rule.actions.template}
-    return [(name, language) for name in sorted(names) for language in LANGUAGES
-            if not templates.exists_exactly(name, language)]
 
 
 def cmd_rules_schema(args: argparse.Namespace) -> int:

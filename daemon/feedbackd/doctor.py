@@ -244,7 +244,6 @@ def check_rules(probe: Probe) -> Check:
 
 
 def check_templates(probe: Probe) -> Check:
-    from feedbackd.cli import _missing_templates
     from feedbackd.templates import Templates
 
     assert probe.settings is not None
@@ -253,7 +252,7 @@ def check_templates(probe: Probe) -> Check:
         return Check("templates", SKIP, "the rules did not load, so which templates they use is unknown")
     if not directory.is_dir():
         return Check("templates", FAIL, f"{directory} is not a directory")
-    missing = _missing_templates(probe.ruleset, Templates(directory))
+    missing = Templates(directory).missing_for(probe.ruleset)
     if missing:
         shown = ", ".join(f"{language}/{name}" for name, language in missing)
         return Check("templates", FAIL, f"{directory}: {len(missing)} template(s) the rules use do not exist: {shown} "

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
+
+if TYPE_CHECKING:
+    from feedbackd.routing.ruleset import RuleSet
 
 LANGUAGES = ("zh-CN", "en")
 
@@ -63,6 +66,14 @@ class Templates:
         except Exception as exc:
             raise TemplateError(f"template {language}/{name}.html.j2: {type(exc).__name__}: {exc}") from exc
         return Rendered(subject=" ".join(subject.split()), text=text, html=html)
+
+    def missing_for(self, ruleset: RuleSet) -> list[tuple[str, str]]:
+        """(name, language) of every template the rules name that does not exist exactly in that language
+        (``rules check`` and ``doctor`` report them; the default acknowledgement would be sent)."""
+        names = {kind.template for kind in ruleset.kinds.values()}
+        names |= {rule.actions.template for rule in ruleset.rules if rule.actions.template}
+        return [(name, language) for name in sorted(names) for language in LANGUAGES
+                if not self.exists_exactly(name, language)]
 
     def exists_exactly(self, name: str, language: str) -> bool:
         """The template is written in this language itself (not only in the fallback one)."""
